@@ -1,0 +1,54 @@
+# One target per habit. `make test` is what CI runs (.ci/run).
+SHELL := /bin/bash
+VENV ?= .venv
+PY := $(VENV)/bin/python
+export VIRTUAL_ENV := $(abspath $(VENV))
+export PATH := $(abspath $(VENV))/bin:$(PATH)
+
+.PHONY: venv build test test-rust test-python demo bench bench-joblog bench-download soak lint clean
+
+venv: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml
+	python3 -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q "maturin>=1.5,<2" "internetarchive>=5.0,<6" "requests>=2.25" "tqdm>=4.60" \
+	    "pytest>=7" "hypothesis>=6.100" "pyyaml>=6"
+	touch $@
+
+build: venv
+	cd $(CURDIR) && maturin develop --release --quiet
+
+test-rust:
+	cargo test --quiet
+
+test-python: build
+	$(PY) -m pytest -q -m "not soak"
+
+test: build test-rust test-python
+
+demo: build
+	$(PY) -m iabulk.demo
+
+bench-joblog: build
+	$(PY) benches/joblog.py
+
+bench-download: build
+	$(PY) benches/download.py
+
+bench: bench-joblog bench-download
+
+soak: build
+	$(PY) -m pytest -q -m soak
+
+lint: build
+	cargo fmt --check
+	cargo clippy --all-targets --features python -- -D warnings
+	$(PY) -m pip install -q "ruff>=0.6" "mypy>=1.10" types-requests types-tqdm
+	$(PY) -m ruff check python tests benches
+	$(PY) -m ruff format --check python tests benches
+	$(PY) -m mypy
+	$(PY) -m mypy.stubtest iabulk._native
+
+clean:
+	rm -rf target $(VENV) python/iabulk/*.so

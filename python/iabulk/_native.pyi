@@ -1,0 +1,158 @@
+"""Type stub for the Rust extension ``iabulk._native``.
+
+The extension is private: ``iabulk.joblog`` wraps it and the package
+``__init__`` re-exports what users need. Every function that reads or writes
+files releases the GIL while it does so.
+
+Job-log semantics (format v1, see DESIGN.md), which the scan implements and
+``tests/model.py`` restates in plain Python:
+
+* A line is the bytes up to and including ``\\n``. A final segment without
+  ``\\n`` (a torn tail) is malformed. A line that is empty or only JSON
+  whitespace is ignored and not counted.
+* A line must be strict UTF-8 holding one JSON object (RFC 8259; ``NaN`` and
+  ``Infinity`` are rejected; a string holding a lone surrogate escape such as
+  ``"\\ud800"`` is rejected; duplicate keys: the last wins). Otherwise it is
+  malformed.
+* ``event`` must be a string, else malformed. Kinds other than ``job``,
+  ``started``, ``completed``, ``failed``, ``requeued``, ``source`` and
+  ``resolved`` are ignored (not malformed).
+* ``job``, ``started``, ``completed``, ``failed`` and ``requeued`` need
+  ``seq``: a JSON integer (not ``1.0``, not ``true``) with
+  ``1 <= seq <= 100_000_000``; otherwise the line is malformed.
+* ``job`` also needs ``id`` to be a string; a second ``job`` line for a seq
+  that already has one is malformed (the first defines the job).
+* Per seq, in file order: ``completed`` makes it done; ``failed`` with
+  ``"retry": false`` (exactly ``false``) makes it done (permanent failure);
+  any other ``failed`` and ``requeued`` make it not done. ``started`` marks it
+  in flight until the next ``completed``/``failed``/``requeued``; a
+  ``started`` after a done event does not undo done.
+* Counts cover seqs that have a job line: ``total``, ``completed``,
+  ``failed`` (permanent), ``pending = total - completed - failed``,
+  ``in_flight`` (pending and started with no terminal event since).
+  The bitmap holds every done seq, with or without a job line.
+* ``bytes_completed`` sums ``extra.item_size`` (a non-negative integer) over
+  ``completed`` events that count; ``first_ts`` / ``last_ts`` are the
+  smallest / largest string ``ts`` over all well-formed lines of the known
+  kinds; ``errors`` counts the ``error`` strings of all ``failed`` events.
+* ``source``: the last ``source`` line (raw JSON text); ``resolved``: whether
+  a ``resolved`` line follows it.
+"""
+
+from collections.abc import Iterator
+from typing import Any, final
+
+MAX_SEQ: int
+"""The seq cap, 100,000,000."""
+
+@final
+class Bitmap:
+    """Set of non-negative integers up to ``MAX_SEQ``, one bit each."""
+
+    def __init__(self, size: int = 0) -> None:
+        """``size`` is a capacity hint in bits; the bitmap grows as needed."""
+
+    def set(self, n: int) -> None:
+        """Add ``n``; ValueError if ``n < 0`` or ``n > MAX_SEQ``."""
+
+    def clear(self, n: int) -> None:
+        """Remove ``n``; ValueError if out of range."""
+
+    def __contains__(self, n: object) -> bool:
+        """False for negatives, values above the cap, and non-integers."""
+
+    def __len__(self) -> int:
+        """Number of members."""
+
+    @property
+    def size_bytes(self) -> int:
+        """Bytes of storage currently allocated (12.5 MB at the cap)."""
+
+@final
+class IdSet:
+    """Exact set of identifiers, stored as 128-bit hashes (no Python strings).
+
+    Used to skip duplicates while resolving a source of millions of items.
+    """
+
+    def __init__(self) -> None: ...
+    def add(self, identifier: str) -> bool:
+        """Add; True if it was not there yet."""
+
+    def __contains__(self, identifier: object) -> bool: ...
+    def __len__(self) -> int: ...
+
+@final
+class PendingJobs:
+    """Lazy sequence of the pending job lines, in seq order.
+
+    Holds only the byte offsets of the job lines; each job dict is read from
+    the file and parsed when it is reached, so four million pending jobs do
+    not become four million dicts.
+    """
+
+    def __len__(self) -> int: ...
+    def __iter__(self) -> Iterator[dict[str, Any]]: ...
+    def __getitem__(self, index: int) -> dict[str, Any]: ...
+    def seqs(self) -> list[int]:
+        """The pending seqs, in order."""
+
+@final
+class Snapshot:
+    """What one pass over a job log knows."""
+
+    max_seq: int
+    total: int
+    completed: int
+    failed: int
+    pending: int
+    in_flight: int
+    malformed: int
+    bytes_completed: int
+    first_ts: str | None
+    last_ts: str | None
+    errors: list[tuple[str, int]]
+    """(message, count), most frequent first, ties by message."""
+    source: str | None
+    resolved: bool
+    size: int
+    """Bytes of the file that were scanned."""
+    bitmap: Bitmap
+    pending_jobs: PendingJobs
+    ids: IdSet | None
+    """Every job id, when the scan was asked to collect them."""
+
+def scan(path: str, collect_ids: bool = False) -> Snapshot:
+    """One pass over the job log at ``path`` (using every core if it pays).
+
+    OSError if the file cannot be opened or read; never raises for content.
+    """
+
+@final
+class Appender:
+    """Durable, thread-safe appends to one job log.
+
+    Opening takes an exclusive ``flock`` (a second appender, in this or any
+    process, gets an OSError naming the holder's pid) and cuts a torn tail
+    back to the last complete line.
+    """
+
+    def __init__(self, path: str) -> None: ...
+    @property
+    def repaired_bytes(self) -> int:
+        """Bytes of torn tail cut off when the log was opened."""
+
+    def append(self, data: bytes) -> None:
+        """Queue whole lines; written in order, synced by the next ``sync``."""
+
+    def append_durable(self, data: bytes) -> None:
+        """Write whole lines and return once they are on disk (fdatasync).
+
+        Concurrent callers share one sync (group commit).
+        """
+
+    def sync(self) -> None:
+        """Write everything queued and fdatasync."""
+
+    def close(self) -> None:
+        """Sync, release the lock, close. Idempotent."""

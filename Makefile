@@ -28,7 +28,7 @@ test-python: build
 test: build test-rust test-python
 
 demo: build
-	$(PY) -m iabulk.demo
+	$(PY) scripts/demo.py
 
 bench-joblog: build
 	$(PY) benches/joblog.py

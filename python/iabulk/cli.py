@@ -1,0 +1,479 @@
+"""The ``iabulk`` command: ``download`` and ``status``.
+
+Exit codes: 0 everything done; 1 some jobs failed permanently (or a search
+failed); 2 bad usage or input (one line on stderr); 130 interrupted with work
+left. No traceback reaches the user: anything unexpected is reported as one
+line naming the error.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import sys
+from collections.abc import Iterable, Sequence
+from types import FrameType
+from typing import Any
+
+from iabulk import __version__
+from iabulk._native import IdSet, Snapshot
+from iabulk.disk import DiskPool, parse_size
+from iabulk.engine import MAX_WORKERS, BulkEngine
+from iabulk.errors import IabulkError, JobLogError, SourceError, UsageError
+from iabulk.joblog import JobLog
+from iabulk.progress import TransferBoard
+from iabulk.report import merge_snapshots, render_status, status_json
+from iabulk.sources import Source, itemlist_path, resolve
+from iabulk.ui import make_ui
+from iabulk.workers.download import DownloadOptions, DownloadWorker, RateGate
+
+__all__ = ["main"]
+
+OP = "download"
+POLITE_WORKERS = 16
+"""Above this, warn: archive.org blocks clients that open too many connections."""
+
+# Options recorded in the log, so that `iabulk download --joblog J` alone
+# resumes with them; an option given again on the command line wins.
+_DEFAULTS: dict[str, Any] = {
+    "workers": 4,
+    "retries": 3,
+    "destdir": ["."],
+    "disk_margin": "1G",
+    "no_disk_check": False,
+    "glob": [],
+    "exclude": [],
+    "format": [],
+    "source": [],
+    "exclude_source": [],
+    "on_the_fly": False,
+    "no_directories": False,
+    "ignore_existing": False,
+    "checksum": False,
+    "timeout": 60.0,
+}
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> Any:
+        raise UsageError(message)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="iabulk", description="Bulk, resumable downloads from archive.org.")
+    parser.add_argument("--version", action="version", version=f"iabulk {__version__}")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+
+    dl = commands.add_parser(
+        "download",
+        help="download items, recording every job in a job log",
+        description="Download items from a search, an item list or identifiers. "
+        "Re-running with the same --joblog resumes where the last run stopped.",
+    )
+    dl.add_argument("identifiers", nargs="*", metavar="IDENTIFIER")
+    src = dl.add_argument_group("source (one of; omitted on resume)")
+    src.add_argument("--search", metavar="QUERY", help="an archive.org search query")
+    src.add_argument("--search-param", action="append", default=[], metavar="KEY:VALUE",
+                     help="extra search parameter (repeatable)")
+    src.add_argument("--itemlist", metavar="FILE", help="a file of identifiers, - for stdin")
+    dl.add_argument("--joblog", required=True, metavar="FILE",
+                    help="the job log: manifest, progress and resume point")
+    dl.add_argument("-w", "--workers", type=int, metavar="N",
+                    help=f"concurrent items and transfers (default 4, at most {MAX_WORKERS})")
+    dl.add_argument("--retries", type=int, metavar="N", help="retries per job (default 3)")
+    dl.add_argument("--destdir", action="append", metavar="DIR",
+                    help="destination directory, repeatable: items go where there is most room")
+    dl.add_argument("--disk-margin", metavar="SIZE",
+                    help="free space to leave on every destination (default 1G)")
+    dl.add_argument("--no-disk-check", action="store_true", default=None,
+                    help="do not route by free space")
+    flt = dl.add_argument_group("file selection (as in ia download)")
+    flt.add_argument("-g", "--glob", action="append", metavar="PATTERN",
+                     help="only files matching PATTERN ('|' separates alternatives)")
+    flt.add_argument("--exclude", action="append", metavar="PATTERN",
+                     help="skip files matching PATTERN")
+    flt.add_argument("-f", "--format", action="append", metavar="FORMAT",
+                     help="only files of this format")
+    flt.add_argument("--source", action="append", metavar="SOURCE",
+                     help="only files of this source (original, derivative, metadata)")
+    flt.add_argument("--exclude-source", action="append", metavar="SOURCE",
+                     help="skip files of this source")
+    flt.add_argument("--on-the-fly", action="store_true", default=None,
+                     help="also fetch derivatives made on the fly (EPUB, MOBI, DAISY)")
+    flt.add_argument("--no-directories", action="store_true", default=None,
+                     help="put files in DESTDIR directly, not DESTDIR/IDENTIFIER")
+    flt.add_argument("--ignore-existing", action="store_true", default=None,
+                     help="keep any existing file as it is, unchecked")
+    flt.add_argument("--checksum", action="store_true", default=None,
+                     help="check existing files by md5 (default: size and mtime)")
+    dl.add_argument("--timeout", type=float, metavar="SECONDS",
+                    help="network timeout (default 60)")
+    dl.add_argument("--config-file", metavar="FILE",
+                    help="ia configuration file (default: as ia finds it)")
+    dl.add_argument("-q", "--quiet", action="store_true", help="print nothing but errors")
+
+    st = commands.add_parser(
+        "status",
+        help="summarize one or more job logs",
+        description="Progress, failures and throughput of job logs (shards are merged).",
+    )
+    st.add_argument("joblogs", nargs="+", metavar="JOBLOG")
+    st.add_argument("--json", action="store_true", help="machine-readable output")
+    return parser
+
+
+# -- status --------------------------------------------------------------------
+
+
+def _scan_existing(paths: Sequence[str]) -> list[Snapshot]:
+    snapshots = []
+    for path in paths:
+        if not os.path.exists(path):
+            raise JobLogError(f"no such job log: {path}")
+        if not os.path.isfile(path):
+            raise JobLogError(f"not a job log (not a regular file): {path}")
+        try:
+            snapshots.append(JobLog(path).snapshot())
+        except OSError as exc:
+            raise JobLogError(f"cannot read job log {path}: {exc.strerror or exc}") from None
+    return snapshots
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    snapshots = _scan_existing(args.joblogs)
+    merged = merge_snapshots(snapshots)
+    if args.json:
+        print(json.dumps(status_json(merged, args.joblogs), indent=2))
+    else:
+        print(render_status(merged, args.joblogs))
+    return 0
+
+
+# -- download ------------------------------------------------------------------
+
+
+def _source_from_args(args: argparse.Namespace) -> Source | None:
+    given = [bool(args.search), bool(args.itemlist), bool(args.identifiers)]
+    if sum(given) > 1:
+        raise UsageError("give one source: --search, --itemlist or identifiers")
+    if args.search_param and not args.search:
+        raise UsageError("--search-param needs --search")
+    if args.search:
+        params = []
+        for pair in args.search_param:
+            key, sep, value = pair.partition(":")
+            if not sep or not key:
+                raise UsageError(f"--search-param takes KEY:VALUE, not {pair!r}")
+            params.append((key, value))
+        return Source("search", query=args.search, params=tuple(sorted(params)))
+    if args.itemlist:
+        path = itemlist_path(args.itemlist)
+        if path != "-" and not os.path.isfile(path):
+            raise UsageError(f"item list not found: {args.itemlist}")
+        return Source("itemlist", path=path)
+    if args.identifiers:
+        return Source("ids", ids=tuple(args.identifiers))
+    return None
+
+
+def _options(args: argparse.Namespace, recorded: dict[str, Any]) -> dict[str, Any]:
+    """Defaults, overridden by what the log recorded, overridden by the command line."""
+    options = dict(_DEFAULTS)
+    options.update({k: v for k, v in recorded.items() if k in _DEFAULTS})
+    options.update({k: getattr(args, k) for k in _DEFAULTS if getattr(args, k) is not None})
+    return options
+
+
+def _check_options(options: dict[str, Any]) -> tuple[int, DiskPool]:
+    workers = options["workers"]
+    if not isinstance(workers, int) or not 1 <= workers <= MAX_WORKERS:
+        raise UsageError(f"--workers must be between 1 and {MAX_WORKERS}, not {workers}")
+    if not isinstance(options["retries"], int) or options["retries"] < 0:
+        raise UsageError(f"--retries must be 0 or more, not {options['retries']}")
+    if not options["timeout"] > 0:
+        raise UsageError(f"--timeout must be positive, not {options['timeout']}")
+    try:
+        margin = parse_size(str(options["disk_margin"]))
+    except ValueError as exc:
+        raise UsageError(f"--disk-margin: {exc}") from None
+    for dest in options["destdir"]:
+        if not os.path.isdir(dest):
+            raise UsageError(f"destination directory does not exist: {dest}")
+        if not os.access(dest, os.W_OK | os.X_OK):
+            raise UsageError(f"destination directory is not writable: {dest}")
+    pool = DiskPool(options["destdir"], margin=margin, check=not options["no_disk_check"])
+    return workers, pool
+
+
+def _ia_session(config_file: str | None) -> Any:
+    from internetarchive import get_session
+
+    if config_file and not os.path.isfile(config_file):
+        raise UsageError(f"config file not found: {config_file}")
+    try:
+        return get_session(config_file=config_file, http_adapter_kwargs={"max_retries": 0})
+    except Exception as exc:
+        raise UsageError(f"cannot read the ia configuration: {type(exc).__name__}: {exc}") from None
+
+
+def _session_factory(ia_session: Any) -> Any:
+    import requests
+    from requests.adapters import HTTPAdapter
+
+    agent = f"iabulk/{__version__} {ia_session.headers.get('User-Agent', '')}".strip()
+    cookies = ia_session.cookies
+
+    def make() -> requests.Session:
+        session = requests.Session()
+        session.headers["User-Agent"] = agent
+        session.cookies.update(cookies)
+        adapter = HTTPAdapter(pool_connections=8, pool_maxsize=8, max_retries=0)
+        session.mount("https://", adapter)
+        session.mount("http://", adapter)
+        return session
+
+    return make
+
+
+def _search_fn(config_file: str | None) -> Any:
+    def search(query: str, params: dict[str, str]) -> Iterable[str]:
+        from internetarchive import get_session
+
+        session = get_session(config_file=config_file)
+        try:
+            for result in session.search_items(query, fields=["identifier"], params=params):
+                if "error" in result:
+                    raise SourceError(f"search failed: {result['error']}")
+                yield str(result["identifier"])
+        except (OSError, ValueError) as exc:
+            raise SourceError(f"search failed: {type(exc).__name__}") from None
+
+    return search
+
+
+class _Interrupts:
+    """First Ctrl-C: stop gracefully. Second: exit at once (the log is already durable)."""
+
+    def __init__(self) -> None:
+        self.engine: BulkEngine | None = None
+        self.count = 0
+        self.announce: Any = None
+
+    def install(self) -> None:
+        signal.signal(signal.SIGINT, self._handle)
+        signal.signal(signal.SIGTERM, self._handle)
+
+    def _handle(self, signum: int, frame: FrameType | None) -> None:
+        self.count += 1
+        if self.count > 1:
+            os._exit(130)
+        if self.engine is None:
+            raise KeyboardInterrupt
+        self.engine.request_stop()
+        if self.announce:
+            self.announce("stopping: in-flight transfers cancelled; Ctrl-C again to quit at once")
+
+
+def _recorded_run(snapshot: Snapshot, path: str) -> tuple[Source | None, dict[str, Any], str]:
+    if snapshot.source is None:
+        return None, {}, OP
+    try:
+        record = json.loads(snapshot.source)
+        source = Source.from_record(record["source"])
+        return source, dict(record.get("options") or {}), str(record.get("op", OP))
+    except (ValueError, KeyError, TypeError):
+        raise JobLogError(f"job log {path} has an unreadable source record") from None
+
+
+def cmd_download(args: argparse.Namespace) -> int:
+    cli_source = _source_from_args(args)
+    _check_log_path(args.joblog)
+    joblog = JobLog(args.joblog)
+    try:
+        joblog.open_for_append()
+    except OSError as exc:
+        raise JobLogError(f"cannot open job log {args.joblog}: {exc.strerror or exc}") from None
+    interrupts = _Interrupts()
+    interrupts.install()
+    try:
+        return _download(args, joblog, cli_source, interrupts)
+    except KeyboardInterrupt:
+        joblog.sync()
+        print("iabulk: interrupted; run the same command again to resume", file=sys.stderr)
+        return 130
+    finally:
+        joblog.close()
+
+
+def _check_log_path(path: str) -> None:
+    """Refuse what is not (or cannot become) a job log, before the first write touches it."""
+    if os.path.isdir(path):
+        raise JobLogError(f"job log is a directory: {path}")
+    parent = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(parent):
+        raise JobLogError(f"directory of the job log does not exist: {parent}")
+    if not os.path.exists(path):
+        if not os.access(parent, os.W_OK | os.X_OK):
+            raise JobLogError(f"cannot create job log in {parent}: permission denied")
+        return
+    try:
+        with open(path, "rb") as log:
+            head = log.read(1 << 16)
+    except OSError as exc:
+        raise JobLogError(f"cannot read job log {path}: {exc.strerror or exc}") from None
+    first = head.split(b"\n", 1)[0]
+    if head and not (first.lstrip().startswith(b'{"event"') or _is_event_line(first)):
+        raise JobLogError(f"{path} is not a job log; refusing to append to it")
+
+
+def _is_event_line(line: bytes) -> bool:
+    try:
+        record = json.loads(line)
+    except ValueError:
+        return False
+    return isinstance(record, dict) and isinstance(record.get("event"), str)
+
+
+def _download(
+    args: argparse.Namespace, joblog: JobLog, cli_source: Source | None, interrupts: _Interrupts
+) -> int:
+    snapshot = joblog.snapshot(collect_ids=True)
+    recorded_source, recorded_options, recorded_op = _recorded_run(snapshot, args.joblog)
+    if recorded_op != OP:
+        raise JobLogError(f"{args.joblog} is a job log for '{recorded_op}', not {OP}")
+    if cli_source and recorded_source and cli_source != recorded_source:
+        raise JobLogError(
+            f"{args.joblog} was started for {recorded_source.describe()}, "
+            f"not {cli_source.describe()}; use another --joblog"
+        )
+    source = cli_source or recorded_source
+    if source is None and snapshot.total == 0:
+        raise UsageError("nothing to download: give --search, --itemlist or identifiers")
+    options = _options(args, recorded_options)
+    workers, disks = _check_options(options)
+    quiet = bool(args.quiet)
+
+    def say(text: str) -> None:
+        if not quiet:
+            print(f"iabulk: {text}", file=sys.stderr)
+
+    if workers > POLITE_WORKERS:
+        say(f"warning: {workers} workers; archive.org may block clients with many connections")
+    # A log without a source record was written by another tool (or by the
+    # upstream engine): its jobs stand; a source given now is resolved into it
+    # with duplicates skipped, so nothing is added twice.
+    if source is not None and (not snapshot.resolved or recorded_source is None):
+        if source.kind == "itemlist" and source.path == "-" and cli_source is None:
+            raise SourceError("resolve was interrupted and the item list came from stdin: "
+                              "pass it again with --itemlist -")
+        joblog.write_record({"event": "source", "op": OP, "source": source.to_record(),
+                             "options": {k: options[k] for k in _DEFAULTS}})
+        say(f"resolving {source.describe()} …")
+        known = snapshot.ids if snapshot.ids is not None else IdSet()
+        stats = resolve(joblog, source, OP, known, snapshot.max_seq, _search_fn(args.config_file))
+        say(f"resolved: {stats.added} new job(s), {stats.duplicates} duplicate(s) "
+            f"and {stats.empty} empty line(s) skipped")
+        snapshot = joblog.snapshot()
+        if snapshot.total == 0:
+            raise UsageError(f"{source.describe()} gave no identifiers; nothing to do")
+    return _run(args, joblog, snapshot, options, workers, disks, quiet, interrupts, say)
+
+
+def _run(
+    args: argparse.Namespace,
+    joblog: JobLog,
+    snapshot: Snapshot,
+    options: dict[str, Any],
+    workers: int,
+    disks: DiskPool,
+    quiet: bool,
+    interrupts: _Interrupts,
+    say: Any,
+) -> int:
+    pending = snapshot.pending_jobs
+    for job in pending:
+        if job.get("op", OP) != OP:
+            raise JobLogError(f"{args.joblog} holds '{job.get('op')}' jobs, not {OP}")
+        break
+    if len(pending) == 0:
+        say(f"nothing left to do: {snapshot.completed} completed, {snapshot.failed} failed")
+        return 1 if snapshot.failed else 0
+    ia_session = _ia_session(args.config_file)
+    board = TransferBoard(workers)
+    from internetarchive.auth import S3Auth
+
+    auth = S3Auth(ia_session.access_key, ia_session.secret_key) if (
+        ia_session.access_key and ia_session.secret_key) else None
+    worker = DownloadWorker(
+        _session_factory(ia_session),
+        f"{ia_session.protocol}//{ia_session.host}",
+        disks,
+        DownloadOptions(
+            glob=options["glob"], exclude=options["exclude"], formats=options["format"],
+            sources=options["source"], exclude_sources=options["exclude_source"],
+            on_the_fly=options["on_the_fly"], no_directories=options["no_directories"],
+            ignore_existing=options["ignore_existing"], checksum=options["checksum"],
+            timeout=float(options["timeout"]),
+        ),
+        transfers=workers,
+        board=board,
+        gate=RateGate(),
+        metadata_auth=auth,
+    )
+    ui = make_ui(board, len(pending), quiet)
+    engine = BulkEngine(joblog, worker, workers=workers, retries=options["retries"], observer=ui)
+    interrupts.engine = engine
+    interrupts.announce = ui.error if quiet else ui.info
+    if snapshot.in_flight:
+        ui.info(f"resuming: {len(pending)} pending job(s), {snapshot.in_flight} cut short last time")
+    ui.start()
+    try:
+        summary = engine.run(pending)
+    except OSError as exc:
+        raise JobLogError(f"cannot write the job log: {exc.strerror or exc}") from None
+    finally:
+        ui.close()
+        worker.close()
+    final = joblog.snapshot()
+    left = final.pending
+    line = (f"{final.completed} completed, {final.failed} failed, {left} pending "
+            f"of {final.total} job(s)")
+    if summary.interrupted and left:
+        say(f"interrupted: {line}; run the same command again to resume")
+        return 130
+    if final.failed:
+        print(f"iabulk: {line}; list them with: iabulk status {args.joblog}", file=sys.stderr)
+        return 1
+    say(f"done: {line}")
+    return 1 if left else 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+        if args.command == "download":
+            return cmd_download(args)
+        if args.command == "status":
+            return cmd_status(args)
+        parser.print_help(sys.stderr)
+        return 2
+    except IabulkError as exc:
+        print(f"iabulk: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print("iabulk: interrupted", file=sys.stderr)
+        return 130
+    except BrokenPipeError:
+        return 1
+    except Exception as exc:  # the promise: one line, never a traceback
+        print(f"iabulk: unexpected error: {type(exc).__name__}: {exc}", file=sys.stderr)
+        if os.environ.get("IABULK_DEBUG"):
+            raise
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,253 @@
+"""The bulk engine: N workers over a stream of jobs, every outcome logged.
+
+The engine knows nothing about what a job does. It hands each job to a
+:class:`~iabulk.workers.base.BaseWorker`, records ``started`` (buffered) and
+the outcome (durable, before acting on it), retries failures with
+exponential backoff and jitter, and pauses all new submissions when a worker
+asks it to (rate limiting, full disks) without counting that against the
+job's retries.
+
+Stopping: :meth:`BulkEngine.request_stop` (the first Ctrl-C) stops new
+submissions and sets the cancel event every worker watches; jobs cut short
+are left without an outcome, so the next run picks them up again.
+"""
+
+from __future__ import annotations
+
+import heapq
+import itertools
+import random
+import threading
+import time
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from iabulk.joblog import JobLog
+from iabulk.workers.base import BaseWorker, WorkerResult
+
+__all__ = ["BulkEngine", "RunSummary", "EngineObserver", "MAX_WORKERS"]
+
+MAX_WORKERS = 64
+"""More concurrent jobs than this only gets a client blocked by archive.org."""
+
+
+class EngineObserver(Protocol):
+    """What the engine tells the UI. Called from worker threads."""
+
+    def job_started(self, job: dict[str, Any], slot: int) -> None: ...
+    def job_finished(self, job: dict[str, Any], result: WorkerResult, outcome: str) -> None: ...
+    def paused(self, seconds: float, reason: str) -> None: ...
+
+
+class _SilentObserver:
+    def job_started(self, job: dict[str, Any], slot: int) -> None:
+        pass
+
+    def job_finished(self, job: dict[str, Any], result: WorkerResult, outcome: str) -> None:
+        pass
+
+    def paused(self, seconds: float, reason: str) -> None:
+        pass
+
+
+@dataclass
+class RunSummary:
+    """What one run did. ``exit_code``: 0 all done, 1 failures, 130 interrupted."""
+
+    completed: int = 0
+    failed: int = 0
+    retried: int = 0
+    backoffs: int = 0
+    interrupted: bool = False
+
+    @property
+    def exit_code(self) -> int:
+        if self.interrupted:
+            return 130
+        return 1 if self.failed else 0
+
+
+@dataclass(order=True)
+class _Queued:
+    ready_at: float
+    order: int
+    attempt: int
+    job: dict[str, Any]
+
+
+class BulkEngine:
+    """Runs jobs with ``workers`` threads, recording every outcome in ``joblog``."""
+
+    def __init__(
+        self,
+        joblog: JobLog,
+        worker: BaseWorker,
+        workers: int = 4,
+        retries: int = 3,
+        observer: EngineObserver | None = None,
+        backoff_base: float = 1.0,
+        backoff_cap: float = 300.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        if not 1 <= workers <= MAX_WORKERS:
+            raise ValueError(f"workers must be between 1 and {MAX_WORKERS}, not {workers}")
+        if retries < 0:
+            raise ValueError(f"retries must be 0 or more, not {retries}")
+        self.joblog = joblog
+        self.worker = worker
+        self.workers = workers
+        self.retries = retries
+        self.observer: EngineObserver = observer or _SilentObserver()
+        self.backoff_base = backoff_base
+        self.backoff_cap = backoff_cap
+        self.clock = clock
+        self.cancel_event = threading.Event()
+        self.summary = RunSummary()
+        self._cond = threading.Condition()
+        self._stopping = False
+        self._in_flight = 0
+        self._free_slots = list(range(workers - 1, -1, -1))
+        self._retry_queue: list[_Queued] = []
+        self._order = itertools.count()
+        self._paused_until = 0.0
+        self._consecutive_backoffs = 0
+        self._fatal: BaseException | None = None
+
+    # -- control -----------------------------------------------------------
+
+    def request_stop(self) -> None:
+        """Stop submitting and cancel what runs; safe from a signal handler."""
+        self._stopping = True
+        self.cancel_event.set()
+
+    @property
+    def stopping(self) -> bool:
+        return self._stopping
+
+    def pause(self, seconds: float, reason: str) -> None:
+        """Hold new submissions for ``seconds`` (extends, never shortens, a pause)."""
+        with self._cond:
+            self._paused_until = max(self._paused_until, self.clock() + seconds)
+            self._cond.notify_all()
+        self.observer.paused(seconds, reason)
+
+    # -- the run -----------------------------------------------------------
+
+    def run(self, jobs: Iterable[dict[str, Any]]) -> RunSummary:
+        """Run every job of ``jobs`` (a lazy iterable is read as slots free up)."""
+        source: Iterator[dict[str, Any]] | None = iter(jobs)
+        with ThreadPoolExecutor(self.workers, thread_name_prefix="iabulk-job") as pool:
+            while True:
+                picked = self._next_job(source)
+                if picked is None:
+                    break
+                if picked == "source-exhausted":
+                    source = None
+                    continue
+                attempt, job = picked
+                with self._cond:
+                    self._in_flight += 1
+                    slot = self._free_slots.pop()
+                pool.submit(self._run_job, job, attempt, slot)
+            with self._cond:
+                while self._in_flight:
+                    self._cond.wait(0.2)
+        if self._fatal is not None:
+            raise self._fatal
+        self.summary.interrupted = self._stopping
+        return self.summary
+
+    def _next_job(
+        self, source: Iterator[dict[str, Any]] | None
+    ) -> tuple[int, dict[str, Any]] | str | None:
+        """The next (attempt, job) to submit, waiting for a slot; None when done."""
+        with self._cond:
+            while True:
+                if self._stopping:
+                    return None
+                now = self.clock()
+                if self._in_flight >= self.workers:
+                    self._cond.wait(0.5)
+                elif self._paused_until > now:
+                    self._cond.wait(min(0.5, self._paused_until - now))
+                elif self._retry_queue and self._retry_queue[0].ready_at <= now:
+                    queued = heapq.heappop(self._retry_queue)
+                    return queued.attempt, queued.job
+                elif source is not None:
+                    break
+                elif self._retry_queue:
+                    self._cond.wait(min(0.5, self._retry_queue[0].ready_at - now))
+                elif self._in_flight:
+                    self._cond.wait(0.5)
+                else:
+                    return None
+        # Reading the next pending job may touch the disk: not under the lock.
+        job = next(source, None)
+        return "source-exhausted" if job is None else (1, job)
+
+    def _run_job(self, job: dict[str, Any], attempt: int, slot: int) -> None:
+        try:
+            self.joblog.note_event("started", job["seq"], worker=slot)
+            self.observer.job_started(job, slot)
+            try:
+                result = self.worker.execute(job, self.cancel_event)
+            except Exception as exc:  # a worker bug must not take the run down
+                result = WorkerResult(False, str(job.get("id")), error=f"internal error: {exc!r}")
+            self._record(job, attempt, result)
+        except BaseException as exc:  # the log could not be written: stop everything
+            with self._cond:
+                if self._fatal is None:
+                    self._fatal = exc
+            self.request_stop()
+        finally:
+            with self._cond:
+                self._in_flight -= 1
+                self._free_slots.append(slot)
+                self._cond.notify_all()
+
+    def _record(self, job: dict[str, Any], attempt: int, result: WorkerResult) -> None:
+        seq = job["seq"]
+        if result.success:
+            self.joblog.write_event("completed", seq, extra=result.extra)
+            with self._cond:
+                self.summary.completed += 1
+                self._consecutive_backoffs = 0
+            self.observer.job_finished(job, result, "completed")
+            return
+        if self.cancel_event.is_set():
+            # Cut short by a stop: no outcome, so the next run starts it again.
+            self.observer.job_finished(job, result, "cancelled")
+            return
+        error = result.error or "unknown error"
+        if result.backoff:
+            with self._cond:
+                self._consecutive_backoffs += 1
+                self.summary.backoffs += 1
+                doubling = self._consecutive_backoffs
+            seconds = result.backoff_seconds
+            if seconds is None:
+                seconds = min(self.backoff_cap, self.backoff_base * 2 ** min(doubling, 16))
+            self.joblog.write_event("failed", seq, error=error, retry=attempt, backoff=True)
+            self.pause(seconds, error)
+            self._requeue(job, attempt, self._paused_until)
+            self.observer.job_finished(job, result, "backoff")
+        elif result.retry and attempt <= self.retries:
+            self.joblog.write_event("failed", seq, error=error, retry=attempt)
+            delay = min(self.backoff_cap, self.backoff_base * 2 ** (attempt - 1))
+            delay *= random.uniform(0.5, 1.5)
+            with self._cond:
+                self.summary.retried += 1
+            self._requeue(job, attempt + 1, self.clock() + delay)
+            self.observer.job_finished(job, result, "retry")
+        else:
+            self.joblog.write_event("failed", seq, error=error, retry=False)
+            with self._cond:
+                self.summary.failed += 1
+            self.observer.job_finished(job, result, "failed")
+
+    def _requeue(self, job: dict[str, Any], attempt: int, ready_at: float) -> None:
+        with self._cond:
+            heapq.heappush(self._retry_queue, _Queued(ready_at, next(self._order), attempt, job))
+            self._cond.notify_all()

@@ -1,0 +1,164 @@
+"""The job log: an append-only JSONL file that is both manifest and event log.
+
+Reading is one pass in Rust (:func:`iabulk._native.scan`); writing goes
+through a Rust appender that holds an exclusive lock on the file, repairs a
+torn tail before the first append, and makes event lines durable before
+``write_event`` returns. This module keeps the method names and meanings of
+the upstream ``ia`` bulk engine's ``JobLog`` so code written against it runs
+unchanged, and adds :meth:`JobLog.snapshot` for everything else one pass
+knows.
+
+The log knows nothing about archive.org: a job is a seq, an id and an op.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import threading
+import time
+from collections.abc import Iterator
+from typing import Any
+
+from iabulk._native import MAX_SEQ, Appender, Bitmap, PendingJobs, Snapshot, scan
+
+__all__ = ["JobLog", "Bitmap", "Snapshot", "PendingJobs", "MAX_SEQ", "utc_ts", "encode_line"]
+
+
+def utc_ts() -> str:
+    """The log's timestamp format: UTC, ``%Y%m%dT%H%M%SZ``."""
+    return time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
+
+
+def encode_line(record: dict[str, Any]) -> bytes:
+    """One compact JSON line, UTF-8, ending in a newline."""
+    return (json.dumps(record, separators=(",", ":"), ensure_ascii=False) + "\n").encode()
+
+
+class JobLog:
+    """A job log at ``path``; reading never locks it, the first write does.
+
+    Job lines (:meth:`write_job`) are buffered and reach the disk at the next
+    :meth:`sync`, :meth:`write_event` or :meth:`close`; an event line is on
+    disk when :meth:`write_event` returns. Safe to share between threads.
+    """
+
+    def __init__(self, path: str | os.PathLike[str]) -> None:
+        self.path = os.fspath(path)
+        self._appender: Appender | None = None
+        self._open_lock = threading.Lock()
+
+    # -- writing ---------------------------------------------------------
+
+    def _writer(self) -> Appender:
+        appender = self._appender
+        if appender is None:
+            with self._open_lock:
+                if self._appender is None:
+                    self._appender = Appender(self.path)
+                appender = self._appender
+        return appender
+
+    @property
+    def repaired_bytes(self) -> int:
+        """Bytes of a torn last line cut off when this process opened the log."""
+        return self._appender.repaired_bytes if self._appender else 0
+
+    def open_for_append(self) -> None:
+        """Take the lock and repair a torn tail now rather than at the first write."""
+        self._writer()
+
+    def write_job(self, seq: int, identifier: str, op: str, **extra: Any) -> None:
+        """Queue a job line; durable at the next sync."""
+        record = {"event": "job", "seq": seq, "id": identifier, "op": op, "ts": utc_ts()}
+        record.update(extra)
+        self._writer().append(encode_line(record))
+
+    def write_event(self, event: str, seq: int, **fields: Any) -> None:
+        """Append an event line and return once it is on disk."""
+        record = {"event": event, "seq": seq, "ts": utc_ts()}
+        record.update(fields)
+        self._writer().append_durable(encode_line(record))
+
+    def note_event(self, event: str, seq: int, **fields: Any) -> None:
+        """Queue an event line that nothing waits on (``started``); durable at the next sync."""
+        record = {"event": event, "seq": seq, "ts": utc_ts()}
+        record.update(fields)
+        self._writer().append(encode_line(record))
+
+    def write_record(self, record: dict[str, Any], durable: bool = True) -> None:
+        """Append any record (run metadata such as ``source``/``resolved``)."""
+        line = encode_line({**record, "ts": record.get("ts") or utc_ts()})
+        if durable:
+            self._writer().append_durable(line)
+        else:
+            self._writer().append(line)
+
+    def sync(self) -> None:
+        """Make every queued line durable."""
+        if self._appender is not None:
+            self._appender.sync()
+
+    def close(self) -> None:
+        """Sync and release the lock. Idempotent."""
+        with self._open_lock:
+            appender, self._appender = self._appender, None
+        if appender is not None:
+            appender.close()
+
+    def __enter__(self) -> JobLog:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- reading ---------------------------------------------------------
+
+    def snapshot(self, collect_ids: bool = False) -> Snapshot:
+        """Everything one pass over the log knows (a missing log is empty)."""
+        if not os.path.exists(self.path):
+            # Upstream treats a log that does not exist yet as empty.
+            return scan(os.devnull, collect_ids)
+        return scan(self.path, collect_ids)
+
+    def build_resume_bitmap(self) -> Bitmap:
+        """The done seqs: last terminal event ``completed`` or a permanent failure."""
+        return self.snapshot().bitmap
+
+    def iter_pending_jobs(self, bitmap: Bitmap | None = None) -> Iterator[dict[str, Any]]:
+        """Job dicts not done, in seq order, read lazily.
+
+        The pending set is this log's own; a ``bitmap`` given (as the upstream
+        API takes one) filters it further, so passing the log's own bitmap is
+        the same as passing none.
+        """
+        for job in self.snapshot().pending_jobs:
+            if bitmap is None or job["seq"] not in bitmap:
+                yield job
+
+    def get_max_seq(self) -> int:
+        """Largest seq of a job line, 0 for an empty log."""
+        return self.snapshot().max_seq
+
+    def status(self) -> dict[str, int]:
+        """``total``, ``completed``, ``failed`` (permanent) and ``pending`` jobs."""
+        return _status(self.snapshot())
+
+    def load(self) -> dict[str, Any]:
+        """``max_seq``, ``bitmap``, ``pending`` (lazy, seq order) and ``status``, in one pass."""
+        snap = self.snapshot()
+        return {
+            "max_seq": snap.max_seq,
+            "bitmap": snap.bitmap,
+            "pending": snap.pending_jobs,
+            "status": _status(snap),
+        }
+
+
+def _status(snap: Snapshot) -> dict[str, int]:
+    return {
+        "total": snap.total,
+        "completed": snap.completed,
+        "failed": snap.failed,
+        "pending": snap.pending,
+    }

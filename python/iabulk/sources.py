@@ -1,0 +1,143 @@
+"""Where the items come from, and turning them into job lines.
+
+A source is a search query, an item list file, or identifiers given on the
+command line. Resolving streams its identifiers into job lines (empty lines
+and duplicates skipped and counted); a search is read page by page through
+the ``internetarchive`` library's cursor API, so ten million results never
+sit in memory. The source is recorded in the log first and the end of
+resolve last, so a run killed half-way through resolve resumes it without
+losing or repeating an item.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+from iabulk._native import IdSet
+from iabulk.errors import SourceError
+from iabulk.joblog import JobLog
+
+__all__ = ["Source", "ResolveStats", "resolve", "iter_identifiers"]
+
+
+@dataclass(frozen=True)
+class Source:
+    """What to run over: ``kind`` is ``search``, ``itemlist`` or ``ids``."""
+
+    kind: str
+    query: str = ""
+    params: tuple[tuple[str, str], ...] = ()
+    path: str = ""
+    ids: tuple[str, ...] = ()
+
+    def to_record(self) -> dict[str, Any]:
+        record: dict[str, Any] = {"kind": self.kind}
+        if self.kind == "search":
+            record["query"] = self.query
+            record["params"] = dict(self.params)
+        elif self.kind == "itemlist":
+            record["path"] = self.path
+        else:
+            record["ids"] = list(self.ids)
+        return record
+
+    @classmethod
+    def from_record(cls, record: dict[str, Any]) -> Source:
+        kind = record.get("kind")
+        if kind == "search":
+            params = tuple(sorted((str(k), str(v)) for k, v in record.get("params", {}).items()))
+            return cls("search", query=str(record.get("query", "")), params=params)
+        if kind == "itemlist":
+            return cls("itemlist", path=str(record.get("path", "")))
+        if kind == "ids":
+            return cls("ids", ids=tuple(str(i) for i in record.get("ids", [])))
+        raise SourceError(f"the job log records a source this version cannot read: {kind!r}")
+
+    def describe(self) -> str:
+        if self.kind == "search":
+            return f"search {self.query!r}"
+        if self.kind == "itemlist":
+            return "item list " + ("<stdin>" if self.path == "-" else self.path)
+        return f"{len(self.ids)} identifier(s)"
+
+
+@dataclass
+class ResolveStats:
+    """Counts from one resolve."""
+
+    added: int = 0
+    duplicates: int = 0
+    empty: int = 0
+
+
+SearchFn = Callable[[str, dict[str, str]], Iterable[str]]
+
+
+def iter_identifiers(source: Source, search: SearchFn) -> Iterator[str]:
+    """Raw identifiers from a source, in order (not yet cleaned or deduplicated)."""
+    if source.kind == "search":
+        yield from search(source.query, dict(source.params))
+    elif source.kind == "itemlist":
+        if source.path == "-":
+            yield from sys.stdin
+            return
+        try:
+            with open(source.path, encoding="utf-8") as lines:
+                yield from lines
+        except (OSError, UnicodeDecodeError) as exc:
+            reason = exc.strerror if isinstance(exc, OSError) else "not UTF-8 text"
+            raise SourceError(f"cannot read item list {source.path}: {reason}") from None
+    else:
+        yield from source.ids
+
+
+def resolve(
+    joblog: JobLog,
+    source: Source,
+    op: str,
+    known: IdSet,
+    first_seq: int,
+    search: SearchFn,
+    progress: Callable[[int], None] | None = None,
+) -> ResolveStats:
+    """Append a job line for every new identifier of ``source``.
+
+    ``known`` holds the identifiers the log already has (from an earlier,
+    interrupted resolve), so they are not added twice. Job lines are
+    batched; the closing ``resolved`` record is durable, and only its
+    presence tells a later run that resolve finished.
+    """
+    stats = ResolveStats()
+    seq = first_seq
+    for raw in iter_identifiers(source, search):
+        identifier = raw.strip()
+        if not identifier:
+            stats.empty += 1
+            continue
+        if not known.add(identifier):
+            stats.duplicates += 1
+            continue
+        seq += 1
+        joblog.write_job(seq, identifier, op)
+        stats.added += 1
+        if progress is not None and stats.added % 1000 == 0:
+            progress(stats.added)
+    joblog.write_record(
+        {
+            "event": "resolved",
+            "added": stats.added,
+            "duplicates": stats.duplicates,
+            "empty": stats.empty,
+            "max_seq": seq,
+        }
+    )
+    return stats
+
+
+def itemlist_path(path: str) -> str:
+    """Absolute path of an item list, so a resume from elsewhere finds it."""
+    return path if path == "-" else os.path.abspath(path)

@@ -1,0 +1,5 @@
+"""Operations the engine can run: one worker class per operation."""
+
+from iabulk.workers.base import BaseWorker, WorkerResult
+
+__all__ = ["BaseWorker", "WorkerResult"]

@@ -1,0 +1,37 @@
+"""The worker interface: what the engine runs for one job.
+
+The engine is operation-agnostic; an operation (download today; upload,
+metadata, delete later) is a :class:`BaseWorker` subclass.
+"""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass, field
+from typing import Any
+
+
+@dataclass
+class WorkerResult:
+    """The outcome of one job.
+
+    ``retry=False`` marks a permanent failure; ``backoff=True`` asks the
+    engine to pause new submissions (rate limited, disks full), for
+    ``backoff_seconds`` if the worker knows how long (a ``Retry-After``).
+    ``extra`` is recorded in the job log's ``completed`` line.
+    """
+
+    success: bool
+    identifier: str
+    error: str | None = None
+    backoff: bool = False
+    retry: bool = True
+    extra: dict[str, Any] = field(default_factory=dict)
+    backoff_seconds: float | None = None
+
+
+class BaseWorker:
+    """Runs one job. Must be safe to call from several threads at once."""
+
+    def execute(self, job: dict[str, Any], cancel_event: threading.Event) -> WorkerResult:
+        raise NotImplementedError

@@ -1,0 +1,558 @@
+"""Downloading one archive.org item, every file verified before it counts.
+
+The worker reads the item's metadata, picks a disk, and hands each selected
+file to a shared pool of transfer threads, so one item with thousands of
+files keeps every idle transfer busy. A file is streamed to a temporary name
+beside its target while its md5 is computed; only when size and md5 match the
+metadata is it synced and renamed into place. A partial temporary file is
+resumed with ``Range`` on the next attempt or run.
+
+Politeness: a 429 or 503 from any host (archive.org or a data node) closes a
+shared gate for its ``Retry-After``; every request waits at the gate, so the
+whole run slows down instead of burning retries.
+
+The worker knows nothing about the job log; it returns a
+:class:`~iabulk.workers.base.WorkerResult`.
+"""
+
+from __future__ import annotations
+
+import email.utils
+import errno
+import fnmatch
+import hashlib
+import os
+import threading
+import time
+from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import quote
+
+import requests
+
+from iabulk.disk import DiskPool, DisksFull, Reservation
+from iabulk.progress import TransferBoard
+from iabulk.workers.base import BaseWorker, WorkerResult
+
+__all__ = ["DownloadWorker", "DownloadOptions", "RateGate", "unsafe_name_reason", "PART_SUFFIX"]
+
+CHUNK = 1 << 20
+PART_SUFFIX = ".iabulk-part"
+MAX_NAME_BYTES = 255
+MAX_GATE_WAITS = 30
+"""429/503 answers one request may sit out before its job is handed back to the engine."""
+
+
+@dataclass
+class DownloadOptions:
+    """The file selection and behaviour flags, named as ``ia download`` names them."""
+
+    glob: list[str] = field(default_factory=list)
+    exclude: list[str] = field(default_factory=list)
+    formats: list[str] = field(default_factory=list)
+    sources: list[str] = field(default_factory=list)
+    exclude_sources: list[str] = field(default_factory=list)
+    on_the_fly: bool = False
+    no_directories: bool = False
+    ignore_existing: bool = False
+    checksum: bool = False
+    timeout: float = 60.0
+    file_retries: int = 3
+
+
+class RateGate:
+    """A shared pause: closed for a while after a 429/503, waited at by every request."""
+
+    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
+        self._open_at = 0.0
+        self._lock = threading.Lock()
+        self._clock = clock
+        self.closures = 0
+
+    def close_for(self, seconds: float) -> None:
+        with self._lock:
+            self._open_at = max(self._open_at, self._clock() + seconds)
+            self.closures += 1
+
+    def remaining(self) -> float:
+        return max(0.0, self._open_at - self._clock())
+
+    def wait(self, cancel: threading.Event) -> None:
+        """Block until the gate is open (or the run is cancelled)."""
+        while (left := self.remaining()) > 0 and not cancel.is_set():
+            cancel.wait(min(left, 0.5))
+
+
+class _Permanent(Exception):
+    """This file (and so the item) cannot be had: no retry will help."""
+
+
+class _Transient(Exception):
+    """Try again later: the network, the server or the data failed us."""
+
+
+class _RateLimited(Exception):
+    """The server asked us to slow down and kept asking."""
+
+
+class _Cancelled(Exception):
+    pass
+
+
+def unsafe_name_reason(name: str) -> str | None:
+    """Why a file name from metadata must not be written, or None if it is safe.
+
+    A name must stay inside the item's directory: relative, no ``..``, no
+    empty or ``.`` parts, no NUL, no part longer than the filesystem allows.
+    """
+    if not name:
+        return "empty name"
+    if "\x00" in name:
+        return "NUL byte in name"
+    if name.startswith("/") or os.path.isabs(name):
+        return "absolute path"
+    parts = name.split("/")
+    if any(p in ("", ".", "..") for p in parts):
+        return "path escapes the item directory"
+    if any(len(p.encode("utf-8", "surrogateescape")) > MAX_NAME_BYTES - 16 for p in parts):
+        return "name too long"
+    return None
+
+
+def unsafe_identifier_reason(identifier: str) -> str | None:
+    if not identifier or identifier in (".", ".."):
+        return "empty identifier"
+    if "/" in identifier or "\x00" in identifier or "\\" in identifier:
+        return "identifier contains a path separator or NUL"
+    if len(identifier.encode()) > MAX_NAME_BYTES - 16:
+        return "identifier too long"
+    if any(ord(c) < 32 for c in identifier):
+        return "identifier contains control characters"
+    return None
+
+
+def _retry_after(response: requests.Response, default: float) -> float:
+    value = response.headers.get("Retry-After", "").strip()
+    if not value:
+        return default
+    if value.isdigit():
+        return float(value)
+    try:
+        when = email.utils.parsedate_to_datetime(value).timestamp()
+    except (TypeError, ValueError):
+        return default
+    return max(0.0, when - time.time())
+
+
+@dataclass
+class _File:
+    name: str
+    size: int | None
+    md5: str | None
+    mtime: float | None
+    optional: bool = False
+
+
+@dataclass
+class _Item:
+    identifier: str
+    root: str
+    reservation: Reservation
+    written: int = 0
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+
+class DownloadWorker(BaseWorker):
+    """Downloads an item's selected files to ``DESTDIR/<identifier>/<name>``.
+
+    ``transfers`` threads move files for all items at once. ``session_factory``
+    makes one ``requests.Session`` per transfer thread (keep-alive per
+    thread); it carries the ``internetarchive`` configuration: credentials,
+    cookies, User-Agent, protocol and host.
+    """
+
+    def __init__(
+        self,
+        session_factory: Callable[[], requests.Session],
+        base_url: str,
+        disks: DiskPool,
+        options: DownloadOptions | None = None,
+        transfers: int = 4,
+        board: TransferBoard | None = None,
+        gate: RateGate | None = None,
+        metadata_auth: Any = None,
+    ) -> None:
+        self._session_factory = session_factory
+        self.base_url = base_url.rstrip("/")
+        self.disks = disks
+        self.options = options or DownloadOptions()
+        self.board = board or TransferBoard(transfers)
+        self.gate = gate or RateGate()
+        self._metadata_auth = metadata_auth
+        self._local = threading.local()
+        self._pool = ThreadPoolExecutor(transfers, thread_name_prefix="iabulk-transfer")
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=True, cancel_futures=True)
+
+    def _session(self) -> requests.Session:
+        session: requests.Session | None = getattr(self._local, "session", None)
+        if session is None:
+            session = self._local.session = self._session_factory()
+        return session
+
+    # -- one item ------------------------------------------------------------
+
+    def execute(self, job: dict[str, Any], cancel_event: threading.Event) -> WorkerResult:
+        identifier = str(job.get("id", ""))
+        reason = unsafe_identifier_reason(identifier)
+        if reason:
+            return WorkerResult(False, identifier, error=f"refused identifier: {reason}", retry=False)
+        try:
+            metadata = self._metadata(identifier, cancel_event)
+            files, refused = self._select(identifier, metadata)
+            return self._download_item(identifier, files, refused, cancel_event)
+        except _Permanent as exc:
+            return WorkerResult(False, identifier, error=str(exc), retry=False)
+        except _RateLimited as exc:
+            return WorkerResult(False, identifier, error=str(exc), backoff=True,
+                                backoff_seconds=max(1.0, self.gate.remaining()))
+        except DisksFull as exc:
+            return WorkerResult(False, identifier, error=str(exc), backoff=True, backoff_seconds=2.0)
+        except _Cancelled:
+            return WorkerResult(False, identifier, error="cancelled")
+        except _Transient as exc:
+            return WorkerResult(False, identifier, error=str(exc))
+
+    def _get(self, url: str, cancel: threading.Event, **kwargs: Any) -> requests.Response:
+        """GET through the rate gate; 429/503 close the gate and are retried here."""
+        timeout = self.options.timeout
+        for _ in range(MAX_GATE_WAITS):
+            self.gate.wait(cancel)
+            if cancel.is_set():
+                raise _Cancelled()
+            try:
+                response = self._session().get(url, timeout=(timeout, timeout), **kwargs)
+            except requests.RequestException as exc:
+                raise _Transient(_describe(exc)) from None
+            if response.status_code in (429, 503):
+                self.gate.close_for(_retry_after(response, 5.0))
+                response.close()
+                continue
+            return response
+        raise _RateLimited(f"HTTP {response.status_code} (rate limited) from {_host(url)}")
+
+    def _metadata(self, identifier: str, cancel: threading.Event) -> dict[str, Any]:
+        url = f"{self.base_url}/metadata/{quote(identifier, safe='')}"
+        response = self._get(url, cancel, auth=self._metadata_auth)
+        with response:
+            if response.status_code >= 500:
+                raise _Transient(f"HTTP {response.status_code} for metadata")
+            if response.status_code in (403, 404):
+                raise _Permanent(f"HTTP {response.status_code} for metadata")
+            if response.status_code != 200:
+                raise _Transient(f"HTTP {response.status_code} for metadata")
+            try:
+                metadata = response.json()
+            except ValueError:
+                raise _Transient("metadata is not JSON") from None
+        if not isinstance(metadata, dict):
+            raise _Transient("metadata is not a JSON object")
+        if not metadata:
+            raise _Permanent("item does not exist")
+        if metadata.get("is_dark"):
+            raise _Permanent("item is dark")
+        if not isinstance(metadata.get("files"), list):
+            raise _Transient("metadata has no file list")
+        return metadata
+
+    def _select(self, identifier: str, metadata: dict[str, Any]) -> tuple[list[_File], list[str]]:
+        """The files to fetch, after the filters; names that are unsafe are refused."""
+        opts = self.options
+        chosen: list[_File] = []
+        refused: list[str] = []
+        for entry in metadata["files"]:
+            if not isinstance(entry, dict) or not isinstance(entry.get("name"), str):
+                continue
+            name = entry["name"]
+            if opts.glob and not _matches(name, opts.glob):
+                continue
+            if opts.exclude and _matches(name, opts.exclude):
+                continue
+            if opts.formats and entry.get("format") not in opts.formats:
+                continue
+            if opts.sources and entry.get("source") not in opts.sources:
+                continue
+            if opts.exclude_sources and entry.get("source") in opts.exclude_sources:
+                continue
+            reason = unsafe_name_reason(name)
+            if reason:
+                refused.append(f"{name!r} ({reason})")
+                continue
+            chosen.append(_File(name, _int(entry.get("size")), _md5(entry.get("md5")),
+                                _float(entry.get("mtime"))))
+        if opts.on_the_fly and metadata.get("metadata", {}).get("mediatype") == "texts":
+            for suffix in (".epub", ".mobi", "_daisy.zip", "_archive_marc.xml"):
+                chosen.append(_File(identifier + suffix, None, None, None, optional=True))
+        return chosen, refused
+
+    def _download_item(
+        self, identifier: str, files: list[_File], refused: list[str], cancel: threading.Event
+    ) -> WorkerResult:
+        subdir = "" if self.options.no_directories else identifier
+        remaining = sum(f.size or 0 for f in files)
+        reservation = self.disks.reserve(subdir, remaining)
+        item = _Item(identifier, os.path.join(reservation.path, subdir), reservation)
+        try:
+            futures: list[Future[int]] = [
+                self._pool.submit(self._fetch, item, f, cancel) for f in files
+            ]
+            errors: list[BaseException] = []
+            for future in futures:
+                try:
+                    future.result()
+                except BaseException as exc:
+                    errors.append(exc)
+            if not errors:
+                _sync_dirs(item.root, files)
+        finally:
+            reservation.release()
+        for kind in (_Cancelled, DisksFull, _RateLimited, _Permanent, _Transient):
+            for exc in errors:
+                if isinstance(exc, kind):
+                    raise exc
+        if errors:
+            raise errors[0]
+        if refused:
+            raise _Permanent("refused unsafe file name(s) in metadata: " + ", ".join(refused[:3]))
+        extra = {
+            "item_size": sum(f.size or 0 for f in files),
+            "files": len(files),
+            "bytes": item.written,
+            "disk": reservation.path,
+        }
+        return WorkerResult(True, identifier, extra=extra)
+
+    # -- one file ------------------------------------------------------------
+
+    def _fetch(self, item: _Item, f: _File, cancel: threading.Event) -> int:
+        """Make one file present and verified; returns the bytes downloaded."""
+        target = os.path.join(item.root, f.name)
+        part = target + PART_SUFFIX
+        url = f"{self.base_url}/download/{quote(item.identifier, safe='')}/{quote(f.name)}"
+        failures: list[str] = []
+        try:
+            if self._already_there(target, f):
+                return 0
+            os.makedirs(os.path.dirname(target), exist_ok=True)
+            for _ in range(self.options.file_retries + 1):
+                if cancel.is_set():
+                    raise _Cancelled()
+                try:
+                    written = self._transfer(url, part, item, f, cancel)
+                except _Transient as exc:
+                    failures.append(str(exc))
+                    continue
+                except _Permanent:
+                    if f.optional:
+                        return 0
+                    raise
+                _finish_file(part, target, f)
+                return written
+        except OSError as exc:
+            if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+                _remove(part)
+                raise DisksFull(f"disk full writing {target}") from None
+            raise _Permanent(f"cannot write {target}: {exc.strerror}") from None
+        raise _Transient(f"{f.name}: {failures[-1]}" if failures else f"{f.name}: failed")
+
+    def _already_there(self, target: str, f: _File) -> bool:
+        """Whether an existing file counts as downloaded (see ``--checksum``)."""
+        try:
+            st = os.stat(target)
+        except OSError:
+            return False
+        if self.options.ignore_existing:
+            return True
+        if f.size is not None and st.st_size != f.size:
+            return False
+        if self.options.checksum or f.mtime is None:
+            return f.md5 is None or _file_md5(target) == f.md5
+        # iabulk stamps the metadata mtime on a file only after verifying it.
+        return int(st.st_mtime) == int(f.mtime)
+
+    def _transfer(
+        self, url: str, part: str, item: _Item, f: _File, cancel: threading.Event
+    ) -> int:
+        """One attempt: resume or start the temporary file, verify it at the end."""
+        offset = _size_or_zero(part)
+        if f.size is not None and offset > f.size:
+            _remove(part)
+            offset = 0
+        digest = hashlib.md5()
+        if offset:
+            _hash_file(part, digest)
+        if f.size is not None and offset == f.size:
+            if f.md5 is None or digest.hexdigest() == f.md5:
+                return 0
+            _remove(part)
+            offset, digest = 0, hashlib.md5()
+        headers = {"Range": f"bytes={offset}-"} if offset else {}
+        response = self._get(url, cancel, headers=headers, stream=True)
+        with response:
+            status = response.status_code
+            if status in (403, 404, 410):
+                raise _Permanent(f"HTTP {status} for {f.name}")
+            if status == 416:
+                _remove(part)
+                raise _Transient(f"HTTP 416 resuming {f.name}")
+            if status == 200 and offset:
+                offset, digest = 0, hashlib.md5()
+            elif status == 206 and not response.headers.get(
+                "Content-Range", ""
+            ).startswith(f"bytes {offset}-"):
+                _remove(part)
+                raise _Transient(f"unexpected Content-Range for {f.name}")
+            elif status not in (200, 206):
+                raise _Transient(f"HTTP {status} for {f.name}")
+            received = self._stream(response, part, offset, digest, item, f, cancel)
+        total = offset + received
+        if f.size is not None and total != f.size:
+            raise _Transient(f"short read for {f.name}: {total} of {f.size} bytes")
+        if f.md5 is not None and digest.hexdigest() != f.md5:
+            _remove(part)
+            raise _Transient(f"md5 mismatch for {f.name}")
+        return received
+
+    def _stream(
+        self,
+        response: requests.Response,
+        part: str,
+        offset: int,
+        digest: Any,
+        item: _Item,
+        f: _File,
+        cancel: threading.Event,
+    ) -> int:
+        received = 0
+        reservation = item.reservation
+        with self.board.slot(item.identifier, f.name, f.size or 0) as slot, open(
+            part, "ab" if offset else "wb"
+        ) as out:
+            slot.add(offset)
+            try:
+                for chunk in response.iter_content(CHUNK):
+                    digest.update(chunk)
+                    out.write(chunk)
+                    n = len(chunk)
+                    received += n
+                    slot.add(n)
+                    reservation.consume(n)
+                    if cancel.is_set():
+                        raise _Cancelled()
+            except requests.RequestException as exc:
+                raise _Transient(f"{_describe(exc)} after {offset + received} bytes") from None
+            finally:
+                with item.lock:
+                    item.written += received
+        return received
+
+
+def _finish_file(part: str, target: str, f: _File) -> None:
+    """Make the verified bytes durable, stamp the mtime, rename into place."""
+    fd = os.open(part, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    if f.mtime is not None:
+        os.utime(part, (f.mtime, f.mtime))
+    os.replace(part, target)
+
+
+def _sync_dirs(root: str, files: list[_File]) -> None:
+    """fsync the directories that received renames, so the names survive a crash."""
+    dirs = {os.path.dirname(os.path.join(root, f.name)) for f in files}
+    for d in sorted(dirs):
+        try:
+            fd = os.open(d, os.O_RDONLY | os.O_DIRECTORY)
+        except OSError:
+            continue
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+
+def _matches(name: str, patterns: list[str]) -> bool:
+    return any(fnmatch.fnmatchcase(name, p) for pattern in patterns for p in pattern.split("|"))
+
+
+def _int(value: Any) -> int | None:
+    try:
+        n = int(str(value))
+    except (TypeError, ValueError):
+        return None
+    return n if n >= 0 else None
+
+
+def _float(value: Any) -> float | None:
+    try:
+        return float(str(value))
+    except (TypeError, ValueError):
+        return None
+
+
+def _md5(value: Any) -> str | None:
+    if isinstance(value, str) and len(value) == 32:
+        return value.lower()
+    return None
+
+
+def _size_or_zero(path: str) -> int:
+    try:
+        return os.stat(path).st_size
+    except OSError:
+        return 0
+
+
+def _remove(path: str) -> None:
+    try:
+        os.remove(path)
+    except FileNotFoundError:
+        pass
+
+
+def _iter_file(path: str) -> Iterator[bytes]:
+    with open(path, "rb") as src:
+        while chunk := src.read(CHUNK):
+            yield chunk
+
+
+def _hash_file(path: str, digest: Any) -> None:
+    for chunk in _iter_file(path):
+        digest.update(chunk)
+
+
+def _file_md5(path: str) -> str:
+    digest = hashlib.md5()
+    _hash_file(path, digest)
+    return digest.hexdigest()
+
+
+def _host(url: str) -> str:
+    return url.split("/")[2] if url.count("/") >= 2 else url
+
+
+def _describe(exc: requests.RequestException) -> str:
+    """A short cause without URLs (which may carry credentials) or reprs."""
+    name = type(exc).__name__
+    if isinstance(exc, requests.Timeout):
+        return "timed out"
+    if isinstance(exc, requests.exceptions.ChunkedEncodingError):
+        return "connection broken mid-body"
+    if isinstance(exc, requests.ConnectionError):
+        return "connection error"
+    return name

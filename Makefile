@@ -5,11 +5,16 @@ PY := $(VENV)/bin/python
 export VIRTUAL_ENV := $(abspath $(VENV))
 export PATH := $(abspath $(VENV))/bin:$(PATH)
 
-.PHONY: venv build test test-rust test-python demo bench bench-joblog bench-download soak lint clean
+.PHONY: system-deps venv build test test-rust test-python demo bench bench-joblog bench-download soak lint clean
 
 venv: $(VENV)/.installed
 
-$(VENV)/.installed: pyproject.toml
+# The archive stand-in makes a throw-away CA with openssl; cargo builds the extension.
+system-deps:
+	@command -v openssl >/dev/null || { apt-get update -qq && apt-get install -y -qq openssl; }
+	@command -v cargo >/dev/null || { echo "cargo (Rust) is required: https://rustup.rs" >&2; exit 1; }
+
+$(VENV)/.installed: pyproject.toml | system-deps
 	python3 -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q "maturin>=1.5,<2" "internetarchive>=5.0,<6" "requests>=2.25" "tqdm>=4.60" \

@@ -122,7 +122,10 @@ class DiskPool:
                 dest = home
             else:
                 room = {d: self.available(d) for d in self.destdirs}
-                dest = max(self.destdirs, key=lambda d: room[d])
+                # Destinations on one filesystem tie on room: then the one
+                # with the fewest items under way, so they still share the work.
+                busy = {d: sum(r.path == d for r in self._reservations) for d in self.destdirs}
+                dest = max(self.destdirs, key=lambda d: (room[d], -busy[d]))
                 if room[dest] < nbytes:
                     raise DisksFull(
                         f"no destination has room for {subdir} "

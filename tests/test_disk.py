@@ -1,0 +1,96 @@
+"""Disk routing: most room after reservations and margin; resumed items go home."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from iabulk.disk import DiskPool, DisksFull, parse_size
+
+
+@pytest.mark.parametrize(
+    "text, expected",
+    [("0", 0), ("4096", 4096), ("1K", 1024), ("500M", 500 << 20), ("1G", 1 << 30),
+     ("1.5G", 3 << 29), ("2GiB", 2 << 30), ("10gb", 10 << 30), ("1T", 1 << 40)],
+)
+def test_parse_size_accepts_units(text: str, expected: int) -> None:
+    assert parse_size(text) == expected
+
+
+@pytest.mark.parametrize("text", ["", "G", "-1G", "1X", "one", "1 G B", "1e9"])
+def test_parse_size_rejects_garbage(text: str) -> None:
+    with pytest.raises(ValueError, match="not a size"):
+        parse_size(text)
+
+
+def pool_with(tmp_path: Path, free: dict[str, int], margin: int = 0) -> tuple[DiskPool, list[str]]:
+    dirs = []
+    for name in free:
+        (tmp_path / name).mkdir()
+        dirs.append(str(tmp_path / name))
+    by_path = {str(tmp_path / k): v for k, v in free.items()}
+    pool = DiskPool(dirs, margin=margin, free_bytes=lambda p: by_path[p])
+    # The temporary directories share one filesystem; give each its own device
+    # so that the test sees separate budgets, as separate disks have.
+    pool._devices = {d: i for i, d in enumerate(dirs)}
+    return pool, dirs
+
+
+def test_item_goes_where_there_is_most_room(tmp_path: Path) -> None:
+    pool, (a, b) = pool_with(tmp_path, {"a": 100, "b": 300})
+    assert pool.reserve("x", 50).path == b
+
+
+def test_reservations_spread_concurrent_items(tmp_path: Path) -> None:
+    pool, (a, b) = pool_with(tmp_path, {"a": 200, "b": 300})
+    first = pool.reserve("x", 150)
+    second = pool.reserve("y", 150)
+    assert {first.path, second.path} == {a, b}
+    first.release()
+    second.release()
+    assert pool.available(a) == 200 and pool.available(b) == 300
+
+
+def test_written_bytes_stop_counting_against_the_reservation(tmp_path: Path) -> None:
+    pool, (a,) = pool_with(tmp_path, {"a": 1000})
+    r = pool.reserve("x", 600)
+    r.consume(400)
+    assert pool.available(a) == 1000 - 200
+
+
+def test_margin_is_kept_free(tmp_path: Path) -> None:
+    pool, _ = pool_with(tmp_path, {"a": 1000, "b": 900}, margin=800)
+    with pytest.raises(DisksFull):
+        pool.reserve("x", 300)
+    assert pool.reserve("x", 150).path.endswith("a")
+
+
+def test_partial_item_goes_back_to_its_disk(tmp_path: Path) -> None:
+    pool, (a, b) = pool_with(tmp_path, {"a": 100, "b": 10_000})
+    Path(a, "x").mkdir()
+    assert pool.reserve("x", 50).path == a
+
+
+def test_partial_item_waits_when_its_disk_is_full(tmp_path: Path) -> None:
+    pool, (a, b) = pool_with(tmp_path, {"a": 10, "b": 10_000})
+    Path(a, "x").mkdir()
+    with pytest.raises(DisksFull, match="waiting for space"):
+        pool.reserve("x", 50)
+
+
+def test_no_disk_check_uses_the_first_destination(tmp_path: Path) -> None:
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    pool = DiskPool([str(tmp_path / "a"), str(tmp_path / "b")], check=False,
+                    free_bytes=lambda p: 0)
+    assert pool.reserve("x", 10**15).path == str(tmp_path / "a")
+
+
+def test_destinations_on_one_filesystem_share_the_work(tmp_path: Path) -> None:
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    pool = DiskPool([str(tmp_path / "a"), str(tmp_path / "b")], margin=0,
+                    free_bytes=lambda p: 10**12)
+    first, second = pool.reserve("x", 10), pool.reserve("y", 10)
+    assert {first.path, second.path} == {str(tmp_path / "a"), str(tmp_path / "b")}

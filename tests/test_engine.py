@@ -1,0 +1,159 @@
+"""The engine over a scripted worker: outcomes, retries, backoff, concurrency, stop.
+
+These are unit tests of the engine's logic with a real job log on disk; the
+download path over real sockets is covered by test_download.py.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from collections import defaultdict
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from iabulk import BaseWorker, BulkEngine, JobLog, WorkerResult
+
+
+class Scripted(BaseWorker):
+    """Returns, per identifier, the next scripted result (success when the script runs out)."""
+
+    def __init__(self, script: dict[str, list[WorkerResult]] | None = None, delay: float = 0.0):
+        self.script = defaultdict(list, script or {})
+        self.delay = delay
+        self.calls: list[str] = []
+        self.active = 0
+        self.peak = 0
+        self.lock = threading.Lock()
+
+    def execute(self, job: dict[str, Any], cancel_event: threading.Event) -> WorkerResult:
+        with self.lock:
+            self.calls.append(job["id"])
+            self.active += 1
+            self.peak = max(self.peak, self.active)
+            planned = self.script[job["id"]].pop(0) if self.script[job["id"]] else None
+        try:
+            if self.delay:
+                cancel_event.wait(self.delay)
+            if cancel_event.is_set():
+                return WorkerResult(False, job["id"], error="cancelled")
+            return planned or WorkerResult(True, job["id"], extra={"item_size": 10})
+        finally:
+            with self.lock:
+                self.active -= 1
+
+
+def make_log(tmp_path: Path, n: int) -> JobLog:
+    log = JobLog(tmp_path / "jobs.jsonl")
+    for seq in range(1, n + 1):
+        log.write_job(seq, f"item-{seq}", "download")
+    log.sync()
+    return log
+
+
+def events(log: JobLog) -> list[dict[str, Any]]:
+    with open(log.path, encoding="utf-8") as lines:
+        return [json.loads(line) for line in lines if '"event":"job"' not in line]
+
+
+def run(log: JobLog, worker: BaseWorker, **kwargs: Any) -> Any:
+    kwargs.setdefault("backoff_base", 0.01)
+    engine = BulkEngine(log, worker, **kwargs)
+    return engine, engine.run(log.snapshot().pending_jobs)
+
+
+def test_every_job_completes_and_is_logged(tmp_path: Path) -> None:
+    log = make_log(tmp_path, 25)
+    _, summary = run(log, Scripted(), workers=4)
+    assert summary.completed == 25 and summary.exit_code == 0
+    assert log.status() == {"total": 25, "completed": 25, "failed": 0, "pending": 0}
+    completed = [e for e in events(log) if e["event"] == "completed"]
+    assert sorted(e["seq"] for e in completed) == list(range(1, 26))
+    assert all(e["extra"] == {"item_size": 10} for e in completed)
+
+
+def test_transient_failure_is_retried_and_logged_with_attempt(tmp_path: Path) -> None:
+    log = make_log(tmp_path, 1)
+    worker = Scripted({"item-1": [WorkerResult(False, "item-1", error="HTTP 500")] * 2})
+    _, summary = run(log, worker, workers=1, retries=3)
+    assert summary.completed == 1 and summary.retried == 2
+    kinds = [(e["event"], e.get("retry")) for e in events(log) if e["event"] != "started"]
+    assert kinds == [("failed", 1), ("failed", 2), ("completed", None)]
+
+
+def test_retries_exhausted_become_a_permanent_failure(tmp_path: Path) -> None:
+    log = make_log(tmp_path, 1)
+    worker = Scripted({"item-1": [WorkerResult(False, "item-1", error="HTTP 500")] * 5})
+    _, summary = run(log, worker, workers=1, retries=2)
+    assert summary.failed == 1 and summary.exit_code == 1
+    failures = [e for e in events(log) if e["event"] == "failed"]
+    assert [e["retry"] for e in failures] == [1, 2, False]
+    assert log.status()["failed"] == 1
+
+
+def test_permanent_failure_is_not_retried(tmp_path: Path) -> None:
+    log = make_log(tmp_path, 2)
+    worker = Scripted({"item-1": [WorkerResult(False, "item-1", error="item is dark", retry=False)]})
+    _, summary = run(log, worker, workers=2, retries=3)
+    assert worker.calls.count("item-1") == 1
+    assert summary.failed == 1 and summary.completed == 1
+
+
+def test_backoff_pauses_without_using_up_retries(tmp_path: Path) -> None:
+    log = make_log(tmp_path, 1)
+    limited = WorkerResult(False, "item-1", error="HTTP 429", backoff=True, backoff_seconds=0.05)
+    worker = Scripted({"item-1": [limited] * 4})
+    started = time.monotonic()
+    engine, summary = run(log, worker, workers=1, retries=0)
+    assert summary.completed == 1 and summary.backoffs == 4
+    assert time.monotonic() - started >= 0.2  # four pauses of 0.05 s were honoured
+    assert all(e.get("backoff") for e in events(log) if e["event"] == "failed")
+
+
+def test_concurrency_is_capped_at_workers(tmp_path: Path) -> None:
+    log = make_log(tmp_path, 24)
+    worker = Scripted(delay=0.05)
+    run(log, worker, workers=4)
+    assert worker.peak == 4
+
+
+def test_worker_exception_is_a_retryable_failure(tmp_path: Path) -> None:
+    class Broken(Scripted):
+        def execute(self, job: dict[str, Any], cancel_event: threading.Event) -> WorkerResult:
+            if not self.calls:
+                self.calls.append(job["id"])
+                raise RuntimeError("boom")
+            return super().execute(job, cancel_event)
+
+    log = make_log(tmp_path, 1)
+    _, summary = run(log, Broken(), workers=1)
+    assert summary.completed == 1
+    failed = [e for e in events(log) if e["event"] == "failed"]
+    assert failed and "internal error" in failed[0]["error"] and "boom" in failed[0]["error"]
+
+
+def test_stop_leaves_cut_short_jobs_pending(tmp_path: Path) -> None:
+    log = make_log(tmp_path, 10)
+    worker = Scripted(delay=30)
+    engine = BulkEngine(log, worker, workers=3)
+    threading.Timer(0.3, engine.request_stop).start()
+    started = time.monotonic()
+    summary = engine.run(log.snapshot().pending_jobs)
+    assert time.monotonic() - started < 10
+    assert summary.interrupted and summary.exit_code == 130
+    snap = log.snapshot()
+    assert snap.pending == 10 and snap.in_flight == 3
+    assert not [e for e in events(log) if e["event"] in ("completed", "failed")]
+
+
+def test_bad_worker_counts_are_refused(tmp_path: Path) -> None:
+    log = make_log(tmp_path, 1)
+    with pytest.raises(ValueError):
+        BulkEngine(log, Scripted(), workers=0)
+    with pytest.raises(ValueError):
+        BulkEngine(log, Scripted(), workers=1000)
+    with pytest.raises(ValueError):
+        BulkEngine(log, Scripted(), retries=-1)

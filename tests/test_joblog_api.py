@@ -1,0 +1,292 @@
+"""The ``JobLog`` API from Python: the upstream method names and meanings, plus the appender's promises."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+import pytest
+
+from iabulk._native import MAX_SEQ, Bitmap, IdSet
+from iabulk.joblog import JobLog
+
+TS = re.compile(r"^\d{8}T\d{6}Z$")
+
+
+def lines_of(path: Path) -> list[dict[str, object]]:
+    data = path.read_bytes()
+    assert data.endswith(b"\n")
+    return [json.loads(raw) for raw in data.split(b"\n")[:-1]]
+
+
+@pytest.fixture
+def session(tmp_path: Path) -> Path:
+    """Four jobs: 1 completed, 2 permanently failed, 3 retried and in flight, 4 untouched."""
+    path = tmp_path / "log.jsonl"
+    with JobLog(path) as log:
+        for seq, ident in enumerate(["alpha", "beta", "gamma", "delta"], start=1):
+            log.write_job(seq, ident, "download")
+        log.write_event("started", 1, worker=0)
+        log.write_event("completed", 1, extra={"item_size": 100})
+        log.write_event("failed", 2, error="item is dark", retry=False)
+        log.write_event("failed", 3, error="HTTP 503", retry=1)
+        log.write_event("started", 3, worker=1)
+    return path
+
+
+# -- writing ----------------------------------------------------------------------
+
+
+def test_write_job_and_write_event_produce_upstream_lines(session: Path) -> None:
+    records = lines_of(session)
+    assert records[0] == {"event": "job", "seq": 1, "id": "alpha", "op": "download", "ts": records[0]["ts"]}
+    assert records[5] == {"event": "completed", "seq": 1, "ts": records[5]["ts"], "extra": {"item_size": 100}}
+    assert records[6]["retry"] is False and records[7]["retry"] == 1
+    assert all(TS.match(str(r["ts"])) for r in records)
+    assert len(records) == 9
+
+
+def test_write_job_keeps_extra_fields(tmp_path: Path) -> None:
+    path = tmp_path / "log.jsonl"
+    with JobLog(path) as log:
+        log.write_job(1, "caf\u00e9", "download", destdir="/mnt/a", files=["x.pdf"])
+    (record,) = lines_of(path)
+    assert (record["id"], record["destdir"], record["files"]) == ("caf\u00e9", "/mnt/a", ["x.pdf"])
+
+
+def test_job_lines_reach_the_disk_before_the_next_event(tmp_path: Path) -> None:
+    path = tmp_path / "log.jsonl"
+    log = JobLog(path)
+    log.write_job(1, "a", "download")
+    log.write_job(2, "b", "download")
+    log.write_event("started", 1)
+    assert [(r["event"], r["seq"]) for r in lines_of(path)] == [("job", 1), ("job", 2), ("started", 1)]
+    log.close()
+
+
+def test_close_is_idempotent_and_the_log_can_be_reopened(tmp_path: Path) -> None:
+    path = tmp_path / "log.jsonl"
+    log = JobLog(path)
+    log.write_job(1, "a", "download")
+    log.close()
+    log.close()
+    log.write_event("completed", 1)
+    log.close()
+    assert [r["event"] for r in lines_of(path)] == ["job", "completed"]
+
+
+# -- reading: the upstream API ------------------------------------------------------
+
+
+def test_build_resume_bitmap_holds_the_done_seqs(session: Path) -> None:
+    bitmap = JobLog(session).build_resume_bitmap()
+    assert [s for s in range(-1, 7) if s in bitmap] == [1, 2]
+    assert len(bitmap) == 2
+
+
+def test_iter_pending_jobs_yields_job_dicts_in_seq_order(session: Path) -> None:
+    log = JobLog(session)
+    pending = list(log.iter_pending_jobs(log.build_resume_bitmap()))
+    assert [(j["seq"], j["id"], j["op"]) for j in pending] == [(3, "gamma", "download"), (4, "delta", "download")]
+    assert [j["id"] for j in log.iter_pending_jobs()] == ["gamma", "delta"]
+
+
+def test_iter_pending_jobs_skips_seqs_in_the_given_bitmap(session: Path) -> None:
+    extra_done = Bitmap()
+    extra_done.set(4)
+    assert [j["id"] for j in JobLog(session).iter_pending_jobs(extra_done)] == ["gamma"]
+
+
+def test_get_max_seq(session: Path, tmp_path: Path) -> None:
+    assert JobLog(session).get_max_seq() == 4
+    assert JobLog(tmp_path / "missing.jsonl").get_max_seq() == 0
+
+
+def test_status_has_exactly_the_four_upstream_keys(session: Path) -> None:
+    assert JobLog(session).status() == {"total": 4, "completed": 1, "failed": 1, "pending": 2}
+
+
+def test_load_returns_everything_in_one_pass(session: Path) -> None:
+    loaded = JobLog(session).load()
+    assert set(loaded) == {"max_seq", "bitmap", "pending", "status"}
+    assert loaded["max_seq"] == 4
+    assert loaded["status"] == {"total": 4, "completed": 1, "failed": 1, "pending": 2}
+    assert [s for s in range(0, 6) if s in loaded["bitmap"]] == [1, 2]
+
+
+def test_load_pending_is_lazy_but_sized(session: Path) -> None:
+    pending = JobLog(session).load()["pending"]
+    assert not isinstance(pending, list)
+    assert len(pending) == 2
+    first = next(iter(pending))
+    assert isinstance(first, dict) and first["id"] == "gamma"
+    assert [j["id"] for j in pending] == ["gamma", "delta"]
+    assert pending[1]["id"] == "delta"
+
+
+def test_reading_sees_lines_appended_since_the_last_read(session: Path) -> None:
+    log = JobLog(session)
+    assert log.status()["pending"] == 2
+    with JobLog(session) as writer:
+        writer.write_event("completed", 4)
+    assert log.status()["pending"] == 1
+
+
+def test_missing_log_reads_as_empty_and_is_not_created(tmp_path: Path) -> None:
+    path = tmp_path / "missing.jsonl"
+    log = JobLog(path)
+    assert log.status() == {"total": 0, "completed": 0, "failed": 0, "pending": 0}
+    loaded = log.load()
+    assert (loaded["max_seq"], len(loaded["pending"]), len(loaded["bitmap"])) == (0, 0, 0)
+    assert list(log.iter_pending_jobs()) == []
+    assert not path.exists()
+
+
+def test_unreadable_path_raises_oserror(tmp_path: Path) -> None:
+    with pytest.raises(OSError):
+        JobLog(tmp_path).status()
+    with pytest.raises(OSError):
+        JobLog(tmp_path).write_event("completed", 1)
+
+
+# -- torn tail -------------------------------------------------------------------------
+
+
+def test_torn_tail_is_cut_before_the_first_append(tmp_path: Path) -> None:
+    path = tmp_path / "log.jsonl"
+    whole = b'{"event":"job","seq":1,"id":"a","op":"download","ts":"20261128T101500Z"}\n'
+    fragment = b'{"event":"comp'
+    path.write_bytes(whole + fragment)
+    assert JobLog(path).snapshot().malformed == 1
+    assert path.read_bytes() == whole + fragment, "reading never repairs"
+    log = JobLog(path)
+    log.write_event("completed", 1)
+    assert log.repaired_bytes == len(fragment)
+    log.close()
+    data = path.read_bytes()
+    assert data.startswith(whole) and fragment not in data
+    appended = json.loads(data[len(whole) :])
+    assert (appended["event"], appended["seq"]) == ("completed", 1)
+    assert JobLog(path).snapshot().malformed == 0
+    assert JobLog(path).status() == {"total": 1, "completed": 1, "failed": 0, "pending": 0}
+
+
+def test_log_without_torn_tail_is_not_touched(tmp_path: Path) -> None:
+    path = tmp_path / "log.jsonl"
+    whole = b'{"event":"job","seq":1,"id":"a"}\n'
+    path.write_bytes(whole)
+    with JobLog(path) as log:
+        log.write_event("completed", 1)
+        assert log.repaired_bytes == 0
+    assert path.read_bytes().startswith(whole)
+
+
+# -- one appender per file ----------------------------------------------------------
+
+
+def test_second_appender_in_the_same_process_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "log.jsonl"
+    first = JobLog(path)
+    first.open_for_append()
+    with pytest.raises(OSError, match=str(os.getpid())):
+        JobLog(path).write_event("started", 1)
+    first.close()
+    with JobLog(path) as second:
+        second.write_event("started", 1)
+
+
+def test_second_appender_in_another_process_is_refused_naming_the_holder(tmp_path: Path) -> None:
+    path = tmp_path / "log.jsonl"
+    holder = subprocess.Popen(
+        [sys.executable, "-c", "import sys; from iabulk.joblog import JobLog; "
+         "log = JobLog(sys.argv[1]); log.open_for_append(); print('locked', flush=True); sys.stdin.read()",
+         str(path)],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        assert holder.stdout is not None and holder.stdout.readline().strip() == "locked"
+        with pytest.raises(OSError, match=rf"\b{holder.pid}\b"):
+            JobLog(path).write_event("started", 1)
+    finally:
+        holder.communicate("", timeout=30)
+    with JobLog(path) as log:  # the lock went with the process
+        log.write_event("started", 1)
+
+
+def test_concurrent_write_event_loses_and_tears_no_line(tmp_path: Path) -> None:
+    path = tmp_path / "log.jsonl"
+    log = JobLog(path)
+    threads_n, per_thread = 16, 500
+    start = threading.Barrier(threads_n)
+
+    def hammer(worker: int) -> None:
+        start.wait()
+        for i in range(per_thread):
+            log.write_event("completed", worker * per_thread + i + 1, worker=worker, note="x" * (i % 50))
+
+    threads = [threading.Thread(target=hammer, args=(w,)) for w in range(threads_n)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    log.close()
+    records = lines_of(path)
+    assert len(records) == threads_n * per_thread
+    assert sorted(r["seq"] for r in records) == list(range(1, threads_n * per_thread + 1))
+    for worker in range(threads_n):  # each thread's lines appear in the order it wrote them
+        mine = [r["seq"] for r in records if r["worker"] == worker]
+        assert mine == sorted(mine)
+    assert len(JobLog(path).build_resume_bitmap()) == threads_n * per_thread
+
+
+# -- Bitmap and IdSet --------------------------------------------------------------
+
+
+def test_bitmap_rejects_seqs_outside_the_cap() -> None:
+    bitmap = Bitmap()
+    for bad in (-1, MAX_SEQ + 1):
+        with pytest.raises(ValueError):
+            bitmap.set(bad)
+    assert MAX_SEQ == 100_000_000
+
+
+def test_bitmap_membership() -> None:
+    bitmap = Bitmap(16)
+    bitmap.set(0)
+    bitmap.set(5)
+    bitmap.set(5)
+    assert len(bitmap) == 2
+    assert 5 in bitmap and 0 in bitmap and 4 not in bitmap and 1_000 not in bitmap
+    assert -1 not in bitmap and MAX_SEQ + 1 not in bitmap and 2**80 not in bitmap
+    assert "5" not in bitmap and None not in bitmap
+    bitmap.clear(5)
+    assert 5 not in bitmap and len(bitmap) == 1
+
+
+def test_bitmap_at_the_cap_is_12_5_megabytes() -> None:
+    bitmap = Bitmap()
+    assert bitmap.size_bytes < 1024
+    bitmap.set(MAX_SEQ)
+    assert 12_500_000 <= bitmap.size_bytes <= 12_600_000
+    assert MAX_SEQ in bitmap and MAX_SEQ - 1 not in bitmap and len(bitmap) == 1
+
+
+def test_idset_is_an_exact_set_of_identifiers() -> None:
+    ids = IdSet()
+    assert ids.add("nasa-apollo-11") is True
+    assert ids.add("nasa-apollo-11") is False
+    assert ids.add("caf\u00e9") is True
+    assert "nasa-apollo-11" in ids and "caf\u00e9" in ids
+    assert "nasa-apollo-12" not in ids and "cafe" not in ids and 5 not in ids
+    assert len(ids) == 2
+
+
+def test_scan_can_collect_job_ids(session: Path) -> None:
+    ids = JobLog(session).snapshot(collect_ids=True).ids
+    assert ids is not None and len(ids) == 4 and "gamma" in ids and "epsilon" not in ids
+    assert JobLog(session).snapshot().ids is None

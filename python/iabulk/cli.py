@@ -25,9 +25,11 @@ from iabulk.errors import IabulkError, JobLogError, SourceError, UsageError
 from iabulk.joblog import JobLog
 from iabulk.progress import TransferBoard
 from iabulk.report import merge_snapshots, render_status, status_json
+from iabulk.shard import ShardError, parse_shard, shard_from_env
 from iabulk.sources import Source, itemlist_path, resolve
+from iabulk.throttle import AdaptiveLimit, RateGate, TokenBucket, parse_rate
 from iabulk.ui import make_ui
-from iabulk.workers.download import DownloadOptions, DownloadWorker, RateGate
+from iabulk.workers.download import DownloadOptions, DownloadWorker
 
 __all__ = ["main"]
 
@@ -53,6 +55,7 @@ _DEFAULTS: dict[str, Any] = {
     "ignore_existing": False,
     "checksum": False,
     "timeout": 60.0,
+    "limit_rate": None,
 }
 
 
@@ -78,6 +81,11 @@ def build_parser() -> argparse.ArgumentParser:
     src.add_argument("--search-param", action="append", default=[], metavar="KEY:VALUE",
                      help="extra search parameter (repeatable)")
     src.add_argument("--itemlist", metavar="FILE", help="a file of identifiers, - for stdin")
+    src.add_argument("--shard", metavar="K/N",
+                     help="keep only shard K of N of the source (default: from a Slurm array "
+                     "or Kubernetes Indexed Job)")
+    src.add_argument("--shards", type=int, metavar="N",
+                     help="number of shards when the index comes from the scheduler")
     dl.add_argument("--joblog", required=True, metavar="FILE",
                     help="the job log: manifest, progress and resume point")
     dl.add_argument("-w", "--workers", type=int, metavar="N",
@@ -108,6 +116,8 @@ def build_parser() -> argparse.ArgumentParser:
                      help="keep any existing file as it is, unchecked")
     flt.add_argument("--checksum", action="store_true", default=None,
                      help="check existing files by md5 (default: size and mtime)")
+    dl.add_argument("--limit-rate", metavar="RATE",
+                    help="total bandwidth cap across all transfers, e.g. 10M or 500K (per second)")
     dl.add_argument("--timeout", type=float, metavar="SECONDS",
                     help="network timeout (default 60)")
     dl.add_argument("--config-file", metavar="FILE",
@@ -160,6 +170,12 @@ def _source_from_args(args: argparse.Namespace) -> Source | None:
         raise UsageError("give one source: --search, --itemlist or identifiers")
     if args.search_param and not args.search:
         raise UsageError("--search-param needs --search")
+    try:
+        shard = parse_shard(args.shard) if args.shard else shard_from_env(os.environ, args.shards)
+    except ShardError as exc:
+        raise UsageError(str(exc)) from None
+    if not any(given):
+        return None
     if args.search:
         params = []
         for pair in args.search_param:
@@ -167,15 +183,13 @@ def _source_from_args(args: argparse.Namespace) -> Source | None:
             if not sep or not key:
                 raise UsageError(f"--search-param takes KEY:VALUE, not {pair!r}")
             params.append((key, value))
-        return Source("search", query=args.search, params=tuple(sorted(params)))
+        return Source("search", query=args.search, params=tuple(sorted(params)), shard=shard)
     if args.itemlist:
         path = itemlist_path(args.itemlist)
         if path != "-" and not os.path.isfile(path):
             raise UsageError(f"item list not found: {args.itemlist}")
-        return Source("itemlist", path=path)
-    if args.identifiers:
-        return Source("ids", ids=tuple(args.identifiers))
-    return None
+        return Source("itemlist", path=path, shard=shard)
+    return Source("ids", ids=tuple(args.identifiers), shard=shard)
 
 
 def _options(args: argparse.Namespace, recorded: dict[str, Any]) -> dict[str, Any]:
@@ -184,6 +198,15 @@ def _options(args: argparse.Namespace, recorded: dict[str, Any]) -> dict[str, An
     options.update({k: v for k, v in recorded.items() if k in _DEFAULTS})
     options.update({k: getattr(args, k) for k in _DEFAULTS if getattr(args, k) is not None})
     return options
+
+
+def _bucket(options: dict[str, Any]) -> TokenBucket | None:
+    if options["limit_rate"] is None:
+        return None
+    try:
+        return TokenBucket(parse_rate(str(options["limit_rate"])))
+    except ValueError as exc:
+        raise UsageError(f"--limit-rate: {exc}") from None
 
 
 def _check_options(options: dict[str, Any]) -> tuple[int, DiskPool]:
@@ -204,6 +227,7 @@ def _check_options(options: dict[str, Any]) -> tuple[int, DiskPool]:
         if not os.access(dest, os.W_OK | os.X_OK):
             raise UsageError(f"destination directory is not writable: {dest}")
     pool = DiskPool(options["destdir"], margin=margin, check=not options["no_disk_check"])
+    _bucket(options)
     return workers, pool
 
 
@@ -402,6 +426,7 @@ def _run(
         return 1 if snapshot.failed else 0
     ia_session = _ia_session(args.config_file)
     board = TransferBoard(workers)
+    limit = AdaptiveLimit(workers)
     from internetarchive.auth import S3Auth
 
     auth = S3Auth(ia_session.access_key, ia_session.secret_key) if (
@@ -421,8 +446,10 @@ def _run(
         board=board,
         gate=RateGate(),
         metadata_auth=auth,
+        limit=limit,
+        bucket=_bucket(options),
     )
-    ui = make_ui(board, len(pending), quiet)
+    ui = make_ui(board, len(pending), quiet, level=lambda: f"{limit.current}/{limit.maximum}")
     engine = BulkEngine(joblog, worker, workers=workers, retries=options["retries"], observer=ui)
     interrupts.engine = engine
     interrupts.announce = ui.error if quiet else ui.info

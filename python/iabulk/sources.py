@@ -20,6 +20,7 @@ from typing import Any
 from iabulk._native import IdSet
 from iabulk.errors import SourceError
 from iabulk.joblog import JobLog
+from iabulk.shard import Shard, parse_shard
 
 __all__ = ["Source", "ResolveStats", "resolve", "iter_identifiers"]
 
@@ -33,9 +34,12 @@ class Source:
     params: tuple[tuple[str, str], ...] = ()
     path: str = ""
     ids: tuple[str, ...] = ()
+    shard: Shard | None = None
 
     def to_record(self) -> dict[str, Any]:
         record: dict[str, Any] = {"kind": self.kind}
+        if self.shard is not None:
+            record["shard"] = str(self.shard)
         if self.kind == "search":
             record["query"] = self.query
             record["params"] = dict(self.params)
@@ -48,21 +52,24 @@ class Source:
     @classmethod
     def from_record(cls, record: dict[str, Any]) -> Source:
         kind = record.get("kind")
+        shard = parse_shard(record["shard"]) if record.get("shard") else None
         if kind == "search":
             params = tuple(sorted((str(k), str(v)) for k, v in record.get("params", {}).items()))
-            return cls("search", query=str(record.get("query", "")), params=params)
+            return cls("search", query=str(record.get("query", "")), params=params, shard=shard)
         if kind == "itemlist":
-            return cls("itemlist", path=str(record.get("path", "")))
+            return cls("itemlist", path=str(record.get("path", "")), shard=shard)
         if kind == "ids":
-            return cls("ids", ids=tuple(str(i) for i in record.get("ids", [])))
+            return cls("ids", ids=tuple(str(i) for i in record.get("ids", [])), shard=shard)
         raise SourceError(f"the job log records a source this version cannot read: {kind!r}")
 
     def describe(self) -> str:
         if self.kind == "search":
-            return f"search {self.query!r}"
-        if self.kind == "itemlist":
-            return "item list " + ("<stdin>" if self.path == "-" else self.path)
-        return f"{len(self.ids)} identifier(s)"
+            what = f"search {self.query!r}"
+        elif self.kind == "itemlist":
+            what = "item list " + ("<stdin>" if self.path == "-" else self.path)
+        else:
+            what = f"{len(self.ids)} identifier(s)"
+        return f"{what}, shard {self.shard}" if self.shard else what
 
 
 @dataclass
@@ -72,6 +79,7 @@ class ResolveStats:
     added: int = 0
     duplicates: int = 0
     empty: int = 0
+    other_shards: int = 0
 
 
 SearchFn = Callable[[str, dict[str, str]], Iterable[str]]
@@ -118,6 +126,9 @@ def resolve(
         if not identifier:
             stats.empty += 1
             continue
+        if source.shard is not None and not source.shard.owns(identifier):
+            stats.other_shards += 1
+            continue
         if not known.add(identifier):
             stats.duplicates += 1
             continue
@@ -132,6 +143,7 @@ def resolve(
             "added": stats.added,
             "duplicates": stats.duplicates,
             "empty": stats.empty,
+            "other_shards": stats.other_shards,
             "max_seq": seq,
         }
     )

@@ -13,6 +13,7 @@ import sys
 import threading
 import time
 from collections import deque
+from collections.abc import Callable
 from typing import Any, TextIO
 
 from iabulk.progress import TransferBoard
@@ -53,7 +54,10 @@ class _BaseUI:
 
     refresh_seconds = 0.25
 
-    def __init__(self, board: TransferBoard, total: int, stream: TextIO) -> None:
+    def __init__(
+        self, board: TransferBoard, total: int, stream: TextIO, level: Callable[[], str] | None = None
+    ) -> None:
+        self.level = level or (lambda: "")
         self.board = board
         self.total = total
         self.stream = stream
@@ -142,15 +146,18 @@ class LinesUI(_BaseUI):
             return
         self.info(
             f"progress: {self.done}/{self.total} items, "
-            f"{human_bytes(self.board.bytes_transferred)}, {human_bytes(self.speed())}/s"
+            f"{human_bytes(self.board.bytes_transferred)}, {human_bytes(self.speed())}/s, "
+            f"transfers {self.level()}"
         )
 
 
 class BarsUI(_BaseUI):
     """tqdm bars: one for the run, one per transfer slot."""
 
-    def __init__(self, board: TransferBoard, total: int, stream: TextIO) -> None:
-        super().__init__(board, total, stream)
+    def __init__(
+        self, board: TransferBoard, total: int, stream: TextIO, level: Callable[[], str] | None = None
+    ) -> None:
+        super().__init__(board, total, stream, level)
         from tqdm import tqdm
 
         self._overall = tqdm(total=total, unit="item", file=stream, position=0,
@@ -176,7 +183,9 @@ class BarsUI(_BaseUI):
         speed = self.speed()
         self._overall.n = done
         self._overall.set_postfix_str(
-            f"{human_bytes(self.board.bytes_transferred)}, {human_bytes(speed)}/s", refresh=False
+            f"{human_bytes(self.board.bytes_transferred)}, {human_bytes(speed)}/s, "
+            f"transfers {self.level()}",
+            refresh=False,
         )
         self._overall.refresh()
         for bar, slot in zip(self._bars, self.board.slots):
@@ -197,11 +206,17 @@ class BarsUI(_BaseUI):
             self._overall.close()
 
 
-def make_ui(board: TransferBoard, total: int, quiet: bool, stream: TextIO | None = None) -> _BaseUI:
+def make_ui(
+    board: TransferBoard,
+    total: int,
+    quiet: bool,
+    stream: TextIO | None = None,
+    level: Callable[[], str] | None = None,
+) -> _BaseUI:
     """Bars on a terminal, lines otherwise, errors only with ``quiet``."""
     out = stream or sys.stderr
     if quiet:
-        return QuietUI(board, total, out)
+        return QuietUI(board, total, out, level)
     if out.isatty() and os.environ.get("TERM") != "dumb":
-        return BarsUI(board, total, out)
-    return LinesUI(board, total, out)
+        return BarsUI(board, total, out, level)
+    return LinesUI(board, total, out, level)

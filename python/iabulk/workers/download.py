@@ -34,9 +34,10 @@ import requests
 
 from iabulk.disk import DiskPool, DisksFull, Reservation
 from iabulk.progress import TransferBoard
+from iabulk.throttle import AdaptiveLimit, RateGate, TokenBucket
 from iabulk.workers.base import BaseWorker, WorkerResult
 
-__all__ = ["DownloadWorker", "DownloadOptions", "RateGate", "unsafe_name_reason", "PART_SUFFIX"]
+__all__ = ["DownloadWorker", "DownloadOptions", "unsafe_name_reason", "PART_SUFFIX"]
 
 CHUNK = 1 << 20
 PART_SUFFIX = ".iabulk-part"
@@ -60,29 +61,6 @@ class DownloadOptions:
     checksum: bool = False
     timeout: float = 60.0
     file_retries: int = 3
-
-
-class RateGate:
-    """A shared pause: closed for a while after a 429/503, waited at by every request."""
-
-    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
-        self._open_at = 0.0
-        self._lock = threading.Lock()
-        self._clock = clock
-        self.closures = 0
-
-    def close_for(self, seconds: float) -> None:
-        with self._lock:
-            self._open_at = max(self._open_at, self._clock() + seconds)
-            self.closures += 1
-
-    def remaining(self) -> float:
-        return max(0.0, self._open_at - self._clock())
-
-    def wait(self, cancel: threading.Event) -> None:
-        """Block until the gate is open (or the run is cancelled)."""
-        while (left := self.remaining()) > 0 and not cancel.is_set():
-            cancel.wait(min(left, 0.5))
 
 
 class _Permanent(Exception):
@@ -183,6 +161,8 @@ class DownloadWorker(BaseWorker):
         board: TransferBoard | None = None,
         gate: RateGate | None = None,
         metadata_auth: Any = None,
+        limit: AdaptiveLimit | None = None,
+        bucket: TokenBucket | None = None,
     ) -> None:
         self._session_factory = session_factory
         self.base_url = base_url.rstrip("/")
@@ -190,6 +170,9 @@ class DownloadWorker(BaseWorker):
         self.options = options or DownloadOptions()
         self.board = board or TransferBoard(transfers)
         self.gate = gate or RateGate()
+        self.limit = limit or AdaptiveLimit(transfers, start=transfers)
+        self.bucket = bucket
+        self._chunk = bucket.chunk_size(CHUNK) if bucket else CHUNK
         self._metadata_auth = metadata_auth
         self._local = threading.local()
         self._pool = ThreadPoolExecutor(transfers, thread_name_prefix="iabulk-transfer")
@@ -239,6 +222,7 @@ class DownloadWorker(BaseWorker):
                 raise _Transient(_describe(exc)) from None
             if response.status_code in (429, 503):
                 self.gate.close_for(_retry_after(response, 5.0))
+                self.limit.pushback()
                 response.close()
                 continue
             return response
@@ -350,8 +334,12 @@ class DownloadWorker(BaseWorker):
             for _ in range(self.options.file_retries + 1):
                 if cancel.is_set():
                     raise _Cancelled()
+                if not self.limit.acquire(cancel):
+                    raise _Cancelled()
+                ok = False
                 try:
                     written = self._transfer(url, part, item, f, cancel)
+                    ok = True
                 except _Transient as exc:
                     failures.append(str(exc))
                     continue
@@ -359,6 +347,8 @@ class DownloadWorker(BaseWorker):
                     if f.optional:
                         return 0
                     raise
+                finally:
+                    self.limit.release(ok)
                 _finish_file(part, target, f)
                 return written
         except OSError as exc:
@@ -443,13 +433,15 @@ class DownloadWorker(BaseWorker):
         ) as out:
             slot.add(offset)
             try:
-                for chunk in response.iter_content(CHUNK):
+                for chunk in response.iter_content(self._chunk):
                     digest.update(chunk)
                     out.write(chunk)
                     n = len(chunk)
                     received += n
                     slot.add(n)
                     reservation.consume(n)
+                    if self.bucket is not None:
+                        self.bucket.consume(n, cancel)
                     if cancel.is_set():
                         raise _Cancelled()
             except requests.RequestException as exc:

@@ -1,0 +1,74 @@
+"""Splitting one run across machines: ``--shard K/N``.
+
+Every shard resolves the same source and keeps the identifiers whose stable
+hash falls in its share, so the shards together cover the source exactly
+once, and adding items to the source never moves an existing item to another
+shard. K and N can come from the scheduler: a Slurm job array
+(``SLURM_ARRAY_TASK_ID``, ``SLURM_ARRAY_TASK_MIN``, ``SLURM_ARRAY_TASK_COUNT``)
+or a Kubernetes Indexed Job (``JOB_COMPLETION_INDEX`` plus ``--shards N``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+__all__ = ["Shard", "parse_shard", "shard_from_env", "ShardError"]
+
+
+class ShardError(ValueError):
+    """A shard specification that cannot be used."""
+
+
+@dataclass(frozen=True)
+class Shard:
+    """Shard ``index`` (1-based) of ``count``."""
+
+    index: int
+    count: int
+
+    def __post_init__(self) -> None:
+        if self.count < 1 or not 1 <= self.index <= self.count:
+            raise ShardError(f"shard {self.index}/{self.count}: need 1 <= K <= N")
+
+    def owns(self, identifier: str) -> bool:
+        digest = hashlib.blake2b(identifier.encode("utf-8", "surrogatepass"), digest_size=8)
+        return int.from_bytes(digest.digest(), "big") % self.count == self.index - 1
+
+    def __str__(self) -> str:
+        return f"{self.index}/{self.count}"
+
+
+def parse_shard(text: str) -> Shard:
+    """``"3/10"`` → Shard(3, 10)."""
+    k, sep, n = text.partition("/")
+    if not sep or not k.strip().isdigit() or not n.strip().isdigit():
+        raise ShardError(f"--shard takes K/N with whole numbers, e.g. 3/10, not {text!r}")
+    return Shard(int(k), int(n))
+
+
+def shard_from_env(env: Mapping[str, str], shards: int | None) -> Shard | None:
+    """The shard a scheduler started us as, or None outside an array job."""
+    if "SLURM_ARRAY_TASK_ID" in env:
+        try:
+            task = int(env["SLURM_ARRAY_TASK_ID"])
+            first = int(env.get("SLURM_ARRAY_TASK_MIN", "0"))
+            count = int(env["SLURM_ARRAY_TASK_COUNT"]) if shards is None else shards
+        except (KeyError, ValueError):
+            raise ShardError(
+                "SLURM_ARRAY_TASK_ID is set but SLURM_ARRAY_TASK_COUNT (or --shards) is not "
+                "a number"
+            ) from None
+        return Shard(task - first + 1, count)
+    if "JOB_COMPLETION_INDEX" in env:
+        if shards is None:
+            raise ShardError("JOB_COMPLETION_INDEX is set: give the number of shards with --shards N")
+        try:
+            return Shard(int(env["JOB_COMPLETION_INDEX"]) + 1, shards)
+        except ValueError:
+            raise ShardError("JOB_COMPLETION_INDEX is not a number") from None
+    if shards is not None:
+        raise ShardError("--shards needs a scheduler index (Slurm array or Kubernetes Indexed Job) "
+                         "or use --shard K/N")
+    return None

@@ -208,11 +208,7 @@ class ArchiveAPI:
         if self.corpus.size(item, name) is None:
             return status_reply("redirect", 404, **about)
         location = "{}://{}/{}/items/{}/{}".format(
-            req.scheme,
-            item.servers[0],
-            item.dir_number,
-            quote(item.identifier, safe=""),
-            quote(name),
+            req.scheme, item.servers[0], item.dir_number, _quote(item.identifier), _quote(name)
         )
         return status_reply("redirect", 302, [("Location", location)], **about)
 
@@ -245,6 +241,14 @@ class ArchiveAPI:
         return Reply(status, "data", body, headers, **about)
 
 
+def _quote(path: str) -> str:
+    """Percent-encode a name for a URL path, keeping ``/`` but also encoding
+    ``.``/``..`` segments, which clients would otherwise resolve away."""
+    return "/".join(
+        s.replace(".", "%2E") if s in (".", "..") else quote(s, safe="") for s in path.split("/")
+    )
+
+
 def _parse_range(header: str | None, size: int) -> tuple[int, int] | str | None:
     """``(start, end)`` of one satisfiable range, UNSATISFIABLE, or None to ignore it."""
     if not header:
@@ -256,9 +260,9 @@ def _parse_range(header: str | None, size: int) -> tuple[int, int] | str | None:
         suffix = int(m[2])
         return (max(0, size - suffix), size) if suffix and size else UNSATISFIABLE
     start = int(m[1])
-    end = int(m[2]) + 1 if m[2] else size
+    end = int(m[2]) + 1 if m[2] else max(size, start + 1)
     if end <= start:
-        return None
+        return None  # "bytes=5-2" is invalid, not unsatisfiable
     if start >= size:
         return UNSATISFIABLE
     return start, min(end, size)

@@ -209,6 +209,15 @@ class Corpus:
             return SyntheticBody(item.identifier, name, start, end)
         return BytesBody(self._xml(item, name)[start:end])
 
+    def read(self, identifier: str, name: str, start: int = 0, end: int | None = None) -> bytes:
+        """Bytes ``[start, end)`` of a file, for tests that compare what clients wrote."""
+        item = self._items[identifier]
+        size = self.size(item, name)
+        if size is None:
+            raise KeyError(f"{identifier!r} has no file {name!r}")
+        body = self.body(item, name, start, size if end is None else min(end, size))
+        return b"".join(body.chunks())
+
     def digests(self, item: Item, name: str) -> Digests:
         key = (item.identifier, name)
         found = self._digests.get(key)

@@ -34,6 +34,7 @@ from email.utils import formatdate
 from http import HTTPStatus
 from http.client import HTTPException, parse_headers
 from pathlib import Path
+from collections.abc import Iterator
 from typing import Any, NamedTuple
 from urllib.parse import parse_qs, unquote, urlsplit
 
@@ -392,33 +393,35 @@ class _Connection:
             return False
         return keep_alive and kind != "short"
 
-    def _send_body(self, head: bytes, body: Body, limit: int, flip_at: int, bandwidth: int | None) -> None:
-        pending = head
-        sent = 0
+    def _send_body(
+        self, head: bytes, body: Body, limit: int, flip_at: int, bandwidth: int | None
+    ) -> None:
+        """Send the headers and the first ``limit`` body bytes, one flipped if asked.
+
+        Bytes are counted before they are sent, so a client that has read a
+        body always finds it counted, and uncounted if the connection breaks.
+        """
+        pieces = _pieces(body, limit, flip_at)
+        if limit <= COALESCE and not bandwidth:  # one segment for small answers
+            self._send_counted(head + b"".join(pieces), limit)
+            return
+        self.sock.sendall(head)
         pacer = _Pacer(bandwidth, self.server.stopping) if bandwidth else None
-        for chunk in body.chunks():
-            if sent >= limit:
-                break
-            chunk = chunk[: limit - sent]
-            pieces = [chunk]
-            if sent <= flip_at < sent + len(chunk):
-                k = flip_at - sent
-                pieces = [chunk[:k], bytes([chunk[k] ^ 0xFF]), chunk[k + 1 :]]
-            for piece in pieces:
-                if pending:
-                    if len(piece) <= COALESCE:
-                        piece, pending = pending + piece, b""
-                    else:
-                        self.sock.sendall(pending)
-                        pending = b""
-                if pacer is None:
-                    self.sock.sendall(piece)
-                else:
-                    pacer.send(self.sock, piece)
-            sent += len(chunk)
-            self.stats.sent(len(chunk))
-        if pending:
-            self.sock.sendall(pending)
+        for piece in pieces:
+            self._send_counted(piece, len(piece), pacer)
+
+    def _send_counted(
+        self, data: bytes | memoryview, body_bytes: int, pacer: _Pacer | None = None
+    ) -> None:
+        self.stats.sent(body_bytes)
+        try:
+            if pacer is None:
+                self.sock.sendall(data)
+            else:
+                pacer.send(self.sock, data)
+        except OSError:
+            self.stats.sent(-body_bytes)
+            raise
 
     def _reset(self) -> None:
         """Abort with a TCP RST: SO_LINGER on with a zero timeout, then close."""
@@ -479,6 +482,23 @@ class _Pacer:
             ahead = self.started + self.sent / self.bandwidth - time.monotonic()
             if ahead > 0:
                 self.stopping.wait(ahead)
+
+
+def _pieces(body: Body, limit: int, flip_at: int) -> Iterator[bytes | memoryview]:
+    """The body's chunks up to ``limit`` bytes, with the byte at ``flip_at`` inverted."""
+    sent = 0
+    for chunk in body.chunks():
+        if sent >= limit:
+            return
+        chunk = chunk[: limit - sent]
+        if sent <= flip_at < sent + len(chunk):
+            k = flip_at - sent
+            yield chunk[:k]
+            yield bytes([chunk[k] ^ 0xFF])
+            yield chunk[k + 1 :]
+        else:
+            yield chunk
+        sent += len(chunk)
 
 
 def _head(status: int, headers: list[tuple[str, str]], length: int, keep_alive: bool) -> bytes:

@@ -1,0 +1,67 @@
+"""Shared pytest fixtures.
+
+Archive stand-in (see ``tests/standin``): ``standin`` starts servers,
+``small_corpus`` is the demo corpus, ``iabulk_env`` builds the environment of
+a client subprocess (``iabulk``, ``ia`` or ``python``) that must talk to one.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+# Test modules here are imported without a package (pytest's default
+# "prepend" mode), so make ``tests.standin`` importable however pytest is run.
+REPO = Path(__file__).resolve().parent.parent
+if str(REPO) not in sys.path:
+    sys.path.insert(0, str(REPO))
+
+from tests.standin import ArchiveStandin, Corpus, FaultPlan  # noqa: E402
+
+VENV_BIN = Path(sys.executable).parent
+
+
+def iabulk_env(srv: ArchiveStandin, **extra: str) -> dict[str, str]:
+    """os.environ + ``srv.env()``, the venv's ``bin`` first on PATH, plus ``extra``.
+
+    With it, ``iabulk``/``ia``/``python`` subprocesses reach only the stand-in:
+    proxies, CA bundle and ``IA_CONFIG_FILE`` all point at it.
+    """
+    env = dict(os.environ)
+    env.update(srv.env())
+    env["PATH"] = os.pathsep.join([str(VENV_BIN), env.get("PATH", "")])
+    env["PYTHONUNBUFFERED"] = "1"
+    env.update(extra)
+    return env
+
+
+@pytest.fixture
+def standin() -> Iterator[Callable[..., ArchiveStandin]]:
+    """Factory: ``standin(corpus, faults=None)`` returns a started stand-in,
+    stopped when the test ends."""
+    started: list[ArchiveStandin] = []
+
+    def start(corpus: Corpus, faults: FaultPlan | None = None) -> ArchiveStandin:
+        srv = ArchiveStandin(corpus, faults).start()
+        started.append(srv)
+        return srv
+
+    yield start
+    for srv in started:
+        srv.stop()
+
+
+@pytest.fixture
+def small_corpus() -> Corpus:
+    """The ``demo`` preset: ~40 items, odd file names, one dark item."""
+    return Corpus.preset("demo")
+
+
+@pytest.fixture(name="iabulk_env")
+def iabulk_env_fixture() -> Callable[..., dict[str, str]]:
+    """The :func:`iabulk_env` helper, for tests that take fixtures only."""
+    return iabulk_env

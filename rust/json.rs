@@ -1,0 +1,927 @@
+//! A small, validating JSON scanner for one job-log line.
+//!
+//! The scan needs a handful of top-level fields from lines that are almost
+//! always compact and ASCII, but it must never trust a line it has not fully
+//! checked: a line is accepted only if the *whole* of it is one JSON object
+//! per RFC 8259. On top of the RFC:
+//!
+//! * a string holding a lone surrogate escape (`"\ud800"`, `"\udc00"`, a high
+//!   surrogate not followed by a low one) is rejected, because it cannot be
+//!   represented in UTF-8;
+//! * nesting deeper than [`MAX_DEPTH`] arrays/objects (the top-level object
+//!   counts as one) is rejected, so a hostile line cannot exhaust the stack.
+//!
+//! Duplicate keys are allowed and the last one wins, as in Python's `json`.
+//! Strings are handed out as [`JsonStr`], a borrowed slice of the line that is
+//! decoded only when a caller asks for it (and copied only if it has escapes).
+
+use std::borrow::Cow;
+
+/// Deepest accepted nesting of arrays and objects; the top-level object is 1.
+pub const MAX_DEPTH: usize = 512;
+
+/// The line is not one well-formed JSON object.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Malformed;
+
+type R<T> = Result<T, Malformed>;
+
+/// A validated JSON string: the raw bytes between its quotes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct JsonStr<'a> {
+    raw: &'a [u8],
+    escaped: bool,
+}
+
+impl<'a> JsonStr<'a> {
+    /// The bytes between the quotes, escapes not decoded.
+    pub fn raw(&self) -> &'a [u8] {
+        self.raw
+    }
+
+    /// Whether the string holds any backslash escape.
+    pub fn has_escapes(&self) -> bool {
+        self.escaped
+    }
+
+    /// The decoded UTF-8 bytes; borrowed unless the string has escapes.
+    pub fn bytes(&self) -> Cow<'a, [u8]> {
+        if !self.escaped {
+            return Cow::Borrowed(self.raw);
+        }
+        let mut out = Vec::with_capacity(self.raw.len());
+        decode_into(self.raw, &mut out);
+        Cow::Owned(out)
+    }
+
+    /// The decoded string; borrowed unless the string has escapes.
+    pub fn to_str(&self) -> Cow<'a, str> {
+        match self.bytes() {
+            // Both arms are valid UTF-8: the scanner checked every byte and
+            // rejected lone surrogates, so the lossy conversion never replaces.
+            Cow::Borrowed(b) => String::from_utf8_lossy(b),
+            Cow::Owned(v) => Cow::Owned(
+                String::from_utf8(v)
+                    .unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned()),
+            ),
+        }
+    }
+
+    /// Whether the decoded string equals `s`.
+    pub fn eq_bytes(&self, s: &[u8]) -> bool {
+        if self.escaped {
+            *self.bytes() == *s
+        } else {
+            self.raw == s
+        }
+    }
+}
+
+/// A top-level (or `extra`) value, reduced to what the scan asks of it.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Value<'a> {
+    /// The key is not present.
+    #[default]
+    Absent,
+    Str(JsonStr<'a>),
+    /// An integer (no fraction, no exponent) in `0..=u64::MAX`; `-0` is 0.
+    UInt(u64),
+    /// The literal `false`.
+    False,
+    /// Anything else: other numbers, `true`, `null`, arrays, objects.
+    Other,
+}
+
+/// The fields of one line that the scan reads; other keys are validated and
+/// skipped. For duplicate keys the last occurrence is kept.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Fields<'a> {
+    pub event: Value<'a>,
+    pub seq: Value<'a>,
+    pub id: Value<'a>,
+    pub ts: Value<'a>,
+    pub error: Value<'a>,
+    pub retry: Value<'a>,
+    /// `extra.item_size` when (the last) `extra` is an object whose (last)
+    /// `item_size` is a non-negative integer that fits in 64 bits.
+    pub item_size: Option<u64>,
+}
+
+/// JSON insignificant whitespace.
+#[inline]
+pub fn is_ws(b: u8) -> bool {
+    matches!(b, b' ' | b'\t' | b'\r' | b'\n')
+}
+
+/// Whether the line is empty or only JSON whitespace.
+pub fn is_blank(line: &[u8]) -> bool {
+    line.iter().all(|&b| is_ws(b))
+}
+
+/// Parse one line (without its `\n`).
+///
+/// `Ok(None)` for a blank line, `Ok(Some(fields))` for a well-formed object,
+/// `Err(Malformed)` otherwise.
+pub fn parse_line(line: &[u8]) -> Result<Option<Fields<'_>>, Malformed> {
+    let mut p = Parser { b: line, i: 0 };
+    p.skip_ws();
+    if p.i == line.len() {
+        return Ok(None);
+    }
+    if line[p.i] != b'{' {
+        return Err(Malformed);
+    }
+    p.i += 1;
+    let fields = p.top_object()?;
+    p.skip_ws();
+    if p.i != line.len() {
+        return Err(Malformed);
+    }
+    Ok(Some(fields))
+}
+
+/// Check that `text` is one well-formed JSON value of any kind (used by tests
+/// and by callers that only need validation).
+pub fn validate_value(text: &[u8]) -> bool {
+    let mut p = Parser { b: text, i: 0 };
+    p.skip_ws();
+    if p.skip_value(0).is_err() {
+        return false;
+    }
+    p.skip_ws();
+    p.i == text.len()
+}
+
+const ONES: u64 = 0x0101_0101_0101_0101;
+const HIGHS: u64 = 0x8080_8080_8080_8080;
+
+/// Per byte of `w`: high bit set where the byte needs a closer look inside a
+/// string (`"`, `\`, a control character, or a non-ASCII byte). The lowest
+/// flagged byte is always a true hit; bits above it may be false positives.
+#[inline]
+fn string_specials(w: u64) -> u64 {
+    #[inline]
+    fn zero_bytes(v: u64) -> u64 {
+        v.wrapping_sub(ONES) & !v & HIGHS
+    }
+    let quote = zero_bytes(w ^ (ONES * u64::from(b'"')));
+    let backslash = zero_bytes(w ^ (ONES * u64::from(b'\\')));
+    let control = w.wrapping_sub(ONES * 0x20) & !w & HIGHS;
+    quote | backslash | control | (w & HIGHS)
+}
+
+#[inline]
+fn hex_val(b: u8) -> Option<u32> {
+    match b {
+        b'0'..=b'9' => Some(u32::from(b - b'0')),
+        b'a'..=b'f' => Some(u32::from(b - b'a' + 10)),
+        b'A'..=b'F' => Some(u32::from(b - b'A' + 10)),
+        _ => None,
+    }
+}
+
+fn hex4(b: &[u8], at: usize) -> Option<u32> {
+    let d = b.get(at..at + 4)?;
+    let mut v = 0;
+    for &c in d {
+        v = (v << 4) | hex_val(c)?;
+    }
+    Some(v)
+}
+
+/// Decode the escapes of an already validated string body.
+fn decode_into(raw: &[u8], out: &mut Vec<u8>) {
+    let mut i = 0;
+    while i < raw.len() {
+        let start = i;
+        while i < raw.len() && raw[i] != b'\\' {
+            i += 1;
+        }
+        out.extend_from_slice(&raw[start..i]);
+        if i >= raw.len() {
+            break;
+        }
+        // raw[i] == '\\'; validation guarantees a complete escape follows.
+        let e = raw.get(i + 1).copied().unwrap_or(b'\\');
+        i += 2;
+        let byte = match e {
+            b'"' => b'"',
+            b'\\' => b'\\',
+            b'/' => b'/',
+            b'b' => 0x08,
+            b'f' => 0x0c,
+            b'n' => b'\n',
+            b'r' => b'\r',
+            b't' => b'\t',
+            b'u' => {
+                let hi = hex4(raw, i).unwrap_or(0xFFFD);
+                i += 4;
+                let cp = if (0xD800..0xDC00).contains(&hi) {
+                    let lo = hex4(raw, i + 2).unwrap_or(0xDC00);
+                    i += 6;
+                    0x10000 + ((hi - 0xD800) << 10) + (lo - 0xDC00)
+                } else {
+                    hi
+                };
+                let c = char::from_u32(cp).unwrap_or('\u{FFFD}');
+                let mut tmp = [0u8; 4];
+                out.extend_from_slice(c.encode_utf8(&mut tmp).as_bytes());
+                continue;
+            }
+            _ => e,
+        };
+        out.push(byte);
+    }
+}
+
+struct Parser<'a> {
+    b: &'a [u8],
+    i: usize,
+}
+
+impl<'a> Parser<'a> {
+    #[inline]
+    fn peek(&self) -> Option<u8> {
+        self.b.get(self.i).copied()
+    }
+
+    #[inline]
+    fn skip_ws(&mut self) {
+        while let Some(&c) = self.b.get(self.i) {
+            if !is_ws(c) {
+                break;
+            }
+            self.i += 1;
+        }
+    }
+
+    #[inline]
+    fn expect(&mut self, c: u8) -> R<()> {
+        if self.peek() == Some(c) {
+            self.i += 1;
+            Ok(())
+        } else {
+            Err(Malformed)
+        }
+    }
+
+    /// The top-level object; `self.i` is just past its `{`.
+    fn top_object(&mut self) -> R<Fields<'a>> {
+        let mut f = Fields::default();
+        self.skip_ws();
+        if self.peek() == Some(b'}') {
+            self.i += 1;
+            return Ok(f);
+        }
+        loop {
+            self.expect(b'"')?;
+            let key = self.string()?;
+            self.skip_ws();
+            self.expect(b':')?;
+            self.skip_ws();
+            let decoded;
+            let k: &[u8] = if key.escaped {
+                decoded = key.bytes();
+                &decoded
+            } else {
+                key.raw
+            };
+            match k {
+                b"event" => f.event = self.value(1)?,
+                b"seq" => f.seq = self.value(1)?,
+                b"id" => f.id = self.value(1)?,
+                b"ts" => f.ts = self.value(1)?,
+                b"error" => f.error = self.value(1)?,
+                b"retry" => f.retry = self.value(1)?,
+                b"extra" => {
+                    f.item_size = if self.peek() == Some(b'{') {
+                        self.extra()?
+                    } else {
+                        self.skip_value(1)?;
+                        None
+                    }
+                }
+                _ => self.skip_value(1)?,
+            }
+            self.skip_ws();
+            match self.peek() {
+                Some(b',') => {
+                    self.i += 1;
+                    self.skip_ws();
+                }
+                Some(b'}') => {
+                    self.i += 1;
+                    return Ok(f);
+                }
+                _ => return Err(Malformed),
+            }
+        }
+    }
+
+    /// The `extra` object (depth 2); returns its last valid `item_size`.
+    fn extra(&mut self) -> R<Option<u64>> {
+        // Depth 2 is always within MAX_DEPTH.
+        self.i += 1;
+        self.skip_ws();
+        let mut size = None;
+        if self.peek() == Some(b'}') {
+            self.i += 1;
+            return Ok(size);
+        }
+        loop {
+            self.expect(b'"')?;
+            let key = self.string()?;
+            self.skip_ws();
+            self.expect(b':')?;
+            self.skip_ws();
+            if key.eq_bytes(b"item_size") {
+                size = match self.value(2)? {
+                    Value::UInt(n) => Some(n),
+                    _ => None,
+                };
+            } else {
+                self.skip_value(2)?;
+            }
+            self.skip_ws();
+            match self.peek() {
+                Some(b',') => {
+                    self.i += 1;
+                    self.skip_ws();
+                }
+                Some(b'}') => {
+                    self.i += 1;
+                    return Ok(size);
+                }
+                _ => return Err(Malformed),
+            }
+        }
+    }
+
+    /// A value inside a container at `depth`, reduced to a [`Value`].
+    #[inline]
+    fn value(&mut self, depth: usize) -> R<Value<'a>> {
+        match self.peek() {
+            Some(b'"') => {
+                self.i += 1;
+                Ok(Value::Str(self.string()?))
+            }
+            Some(b'-' | b'0'..=b'9') => self.number(),
+            Some(b'f') => {
+                self.literal(b"false")?;
+                Ok(Value::False)
+            }
+            _ => {
+                self.skip_value(depth)?;
+                Ok(Value::Other)
+            }
+        }
+    }
+
+    /// Validate and skip any value inside a container at `depth`.
+    fn skip_value(&mut self, depth: usize) -> R<()> {
+        match self.peek().ok_or(Malformed)? {
+            b'"' => {
+                self.i += 1;
+                self.string().map(|_| ())
+            }
+            b'-' | b'0'..=b'9' => self.number().map(|_| ()),
+            b't' => self.literal(b"true"),
+            b'f' => self.literal(b"false"),
+            b'n' => self.literal(b"null"),
+            open @ (b'{' | b'[') => {
+                let depth = depth + 1;
+                if depth > MAX_DEPTH {
+                    return Err(Malformed);
+                }
+                let close = if open == b'{' { b'}' } else { b']' };
+                self.i += 1;
+                self.skip_ws();
+                if self.peek() == Some(close) {
+                    self.i += 1;
+                    return Ok(());
+                }
+                loop {
+                    if open == b'{' {
+                        self.expect(b'"')?;
+                        self.string()?;
+                        self.skip_ws();
+                        self.expect(b':')?;
+                        self.skip_ws();
+                    }
+                    self.skip_value(depth)?;
+                    self.skip_ws();
+                    match self.peek() {
+                        Some(b',') => {
+                            self.i += 1;
+                            self.skip_ws();
+                        }
+                        Some(c) if c == close => {
+                            self.i += 1;
+                            return Ok(());
+                        }
+                        _ => return Err(Malformed),
+                    }
+                }
+            }
+            _ => Err(Malformed),
+        }
+    }
+
+    #[inline]
+    fn literal(&mut self, word: &[u8]) -> R<()> {
+        if self.b[self.i..].starts_with(word) {
+            self.i += word.len();
+            Ok(())
+        } else {
+            Err(Malformed)
+        }
+    }
+
+    /// A number per the RFC grammar; `self.i` is at its first byte.
+    fn number(&mut self) -> R<Value<'a>> {
+        let b = self.b;
+        let neg = b[self.i] == b'-';
+        if neg {
+            self.i += 1;
+        }
+        let mut value: u64 = 0;
+        let mut overflow = false;
+        match self.peek() {
+            Some(b'0') => self.i += 1,
+            Some(b'1'..=b'9') => {
+                while let Some(&c) = b.get(self.i) {
+                    if !c.is_ascii_digit() {
+                        break;
+                    }
+                    match value
+                        .checked_mul(10)
+                        .and_then(|v| v.checked_add(u64::from(c - b'0')))
+                    {
+                        Some(v) => value = v,
+                        None => overflow = true,
+                    }
+                    self.i += 1;
+                }
+            }
+            _ => return Err(Malformed),
+        }
+        let mut integer = true;
+        if self.peek() == Some(b'.') {
+            self.i += 1;
+            self.digits()?;
+            integer = false;
+        }
+        if matches!(self.peek(), Some(b'e' | b'E')) {
+            self.i += 1;
+            if matches!(self.peek(), Some(b'+' | b'-')) {
+                self.i += 1;
+            }
+            self.digits()?;
+            integer = false;
+        }
+        if integer && !overflow && (!neg || value == 0) {
+            Ok(Value::UInt(value))
+        } else {
+            Ok(Value::Other)
+        }
+    }
+
+    /// One or more decimal digits.
+    fn digits(&mut self) -> R<()> {
+        let start = self.i;
+        while matches!(self.peek(), Some(b'0'..=b'9')) {
+            self.i += 1;
+        }
+        if self.i == start {
+            Err(Malformed)
+        } else {
+            Ok(())
+        }
+    }
+
+    /// A string body; `self.i` is just past the opening quote and ends just
+    /// past the closing one.
+    #[inline]
+    fn string(&mut self) -> R<JsonStr<'a>> {
+        let b = self.b;
+        let start = self.i;
+        let mut escaped = false;
+        loop {
+            while let Some(chunk) = b.get(self.i..self.i + 8) {
+                let mut w = [0u8; 8];
+                w.copy_from_slice(chunk);
+                let m = string_specials(u64::from_le_bytes(w));
+                if m == 0 {
+                    self.i += 8;
+                } else {
+                    self.i += (m.trailing_zeros() / 8) as usize;
+                    break;
+                }
+            }
+            match *b.get(self.i).ok_or(Malformed)? {
+                b'"' => {
+                    let raw = &b[start..self.i];
+                    self.i += 1;
+                    return Ok(JsonStr { raw, escaped });
+                }
+                b'\\' => {
+                    escaped = true;
+                    self.escape()?;
+                }
+                0..=0x1f => return Err(Malformed),
+                0x80..=0xff => self.utf8()?,
+                _ => self.i += 1,
+            }
+        }
+    }
+
+    /// One escape; `self.i` is at the backslash.
+    fn escape(&mut self) -> R<()> {
+        let b = self.b;
+        match b.get(self.i + 1).copied().ok_or(Malformed)? {
+            b'"' | b'\\' | b'/' | b'b' | b'f' | b'n' | b'r' | b't' => {
+                self.i += 2;
+                Ok(())
+            }
+            b'u' => {
+                let cp = hex4(b, self.i + 2).ok_or(Malformed)?;
+                self.i += 6;
+                if (0xD800..0xDC00).contains(&cp) {
+                    // A high surrogate must be followed by a low one.
+                    if b.get(self.i) == Some(&b'\\') && b.get(self.i + 1) == Some(&b'u') {
+                        let lo = hex4(b, self.i + 2).ok_or(Malformed)?;
+                        if (0xDC00..0xE000).contains(&lo) {
+                            self.i += 6;
+                            return Ok(());
+                        }
+                    }
+                    Err(Malformed)
+                } else if (0xDC00..0xE000).contains(&cp) {
+                    Err(Malformed)
+                } else {
+                    Ok(())
+                }
+            }
+            _ => Err(Malformed),
+        }
+    }
+
+    /// One UTF-8 encoded character (strict: no overlongs, no surrogates,
+    /// nothing above U+10FFFF); `self.i` is at its lead byte.
+    fn utf8(&mut self) -> R<()> {
+        let b = self.b;
+        let lead = b[self.i];
+        let cont = |k: usize, lo: u8, hi: u8| -> R<()> {
+            match b.get(self.i + k) {
+                Some(&c) if (lo..=hi).contains(&c) => Ok(()),
+                _ => Err(Malformed),
+            }
+        };
+        let len = match lead {
+            0xC2..=0xDF => {
+                cont(1, 0x80, 0xBF)?;
+                2
+            }
+            0xE0 => {
+                cont(1, 0xA0, 0xBF)?;
+                cont(2, 0x80, 0xBF)?;
+                3
+            }
+            0xE1..=0xEC | 0xEE..=0xEF => {
+                cont(1, 0x80, 0xBF)?;
+                cont(2, 0x80, 0xBF)?;
+                3
+            }
+            0xED => {
+                cont(1, 0x80, 0x9F)?;
+                cont(2, 0x80, 0xBF)?;
+                3
+            }
+            0xF0 => {
+                cont(1, 0x90, 0xBF)?;
+                cont(2, 0x80, 0xBF)?;
+                cont(3, 0x80, 0xBF)?;
+                4
+            }
+            0xF1..=0xF3 => {
+                cont(1, 0x80, 0xBF)?;
+                cont(2, 0x80, 0xBF)?;
+                cont(3, 0x80, 0xBF)?;
+                4
+            }
+            0xF4 => {
+                cont(1, 0x80, 0x8F)?;
+                cont(2, 0x80, 0xBF)?;
+                cont(3, 0x80, 0xBF)?;
+                4
+            }
+            _ => return Err(Malformed),
+        };
+        self.i += len;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ok(line: &str) -> Fields<'_> {
+        match parse_line(line.as_bytes()) {
+            Ok(Some(f)) => f,
+            other => panic!("expected a valid object for {line:?}, got {other:?}"),
+        }
+    }
+
+    fn bad(line: &[u8]) {
+        assert_eq!(
+            parse_line(line),
+            Err(Malformed),
+            "expected malformed: {:?}",
+            String::from_utf8_lossy(line)
+        );
+    }
+
+    fn s<'a>(v: Value<'a>) -> String {
+        match v {
+            Value::Str(s) => s.to_str().into_owned(),
+            other => panic!("not a string: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn compact_job_line() {
+        let f = ok(
+            r#"{"event":"job","seq":1,"id":"nasa-apollo-11","op":"download","ts":"20261128T101500Z"}"#,
+        );
+        assert_eq!(s(f.event), "job");
+        assert_eq!(f.seq, Value::UInt(1));
+        assert_eq!(s(f.id), "nasa-apollo-11");
+        assert_eq!(s(f.ts), "20261128T101500Z");
+        assert_eq!(f.retry, Value::Absent);
+        assert_eq!(f.item_size, None);
+    }
+
+    #[test]
+    fn completed_with_item_size_and_failed_with_retry() {
+        let f =
+            ok(r#"{"event":"completed","seq":7,"ts":"x","extra":{"files":3,"item_size":123456}}"#);
+        assert_eq!(f.item_size, Some(123456));
+        let f = ok(r#"{"event":"failed","seq":2,"error":"HTTP 503","retry":1}"#);
+        assert_eq!(f.retry, Value::UInt(1));
+        assert_eq!(s(f.error), "HTTP 503");
+        let f = ok(r#"{"event":"failed","seq":3,"error":"dark","retry":false}"#);
+        assert_eq!(f.retry, Value::False);
+    }
+
+    #[test]
+    fn any_order_whitespace_and_escapes() {
+        let f = ok(" \t{ \"ts\" : \"a\\\"b\" ,\r\n \"seq\" :\t42 , \"\\u0065vent\" : \"st\\u0061rted\" }\r");
+        assert_eq!(s(f.event), "started");
+        assert_eq!(f.seq, Value::UInt(42));
+        assert_eq!(s(f.ts), "a\"b");
+        let f = ok(r#"{"event":"job","id":"caf\u00e9 \ud83d\ude00 \/ \\ \b\f\n\r\t"}"#);
+        assert_eq!(s(f.id), "café 😀 / \\ \u{8}\u{c}\n\r\t");
+        let f = ok("{\"id\":\"café ☃ 😀\"}");
+        assert_eq!(s(f.id), "café ☃ 😀");
+    }
+
+    #[test]
+    fn strings_are_borrowed_without_escapes() {
+        let f = ok(r#"{"id":"plain","ts":"with\nescape"}"#);
+        match (f.id, f.ts) {
+            (Value::Str(a), Value::Str(b)) => {
+                assert!(matches!(a.to_str(), Cow::Borrowed("plain")));
+                assert!(matches!(b.to_str(), Cow::Owned(_)));
+                assert!(b.has_escapes() && !a.has_escapes());
+                assert_eq!(a.raw(), b"plain");
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn last_duplicate_key_wins() {
+        let f = ok(r#"{"event":"job","seq":1,"seq":2,"event":5}"#);
+        assert_eq!(f.seq, Value::UInt(2));
+        assert_eq!(f.event, Value::UInt(5));
+        let f = ok(r#"{"event":"job","event":null}"#);
+        assert_eq!(f.event, Value::Other);
+        let f = ok(r#"{"extra":{"item_size":5},"extra":{}}"#);
+        assert_eq!(f.item_size, None);
+        let f = ok(r#"{"extra":{"item_size":5,"item_size":6}}"#);
+        assert_eq!(f.item_size, Some(6));
+        let f = ok(r#"{"extra":{"item_size":5,"item_size":"6"}}"#);
+        assert_eq!(f.item_size, None);
+        let f = ok(r#"{"extra":{"item_size":5},"extra":3}"#);
+        assert_eq!(f.item_size, None);
+        let f = ok(r#"{"extra":{"item_size":-1}}"#);
+        assert_eq!(f.item_size, None);
+        let f = ok(r#"{"extra":{"item_\u0073ize":9}}"#);
+        assert_eq!(f.item_size, Some(9));
+        let f = ok(r#"{"extra":{"nested":{"item_size":9}}}"#);
+        assert_eq!(f.item_size, None);
+    }
+
+    #[test]
+    fn numbers() {
+        let seq = |t: &str| ok(Box::leak(format!(r#"{{"seq":{t}}}"#).into_boxed_str())).seq;
+        assert_eq!(seq("0"), Value::UInt(0));
+        assert_eq!(seq("-0"), Value::UInt(0));
+        assert_eq!(seq("100000000"), Value::UInt(100_000_000));
+        assert_eq!(seq("18446744073709551615"), Value::UInt(u64::MAX));
+        assert_eq!(seq("18446744073709551616"), Value::Other);
+        assert_eq!(seq("123456789012345678901234567890"), Value::Other);
+        assert_eq!(seq("-1"), Value::Other);
+        assert_eq!(seq("1.0"), Value::Other);
+        assert_eq!(seq("1e2"), Value::Other);
+        assert_eq!(seq("1E+2"), Value::Other);
+        assert_eq!(seq("-0.5e-3"), Value::Other);
+        assert_eq!(seq("true"), Value::Other);
+        assert_eq!(seq("false"), Value::False);
+        assert_eq!(seq("null"), Value::Other);
+        assert_eq!(
+            seq("\"1\""),
+            Value::Str(JsonStr {
+                raw: b"1",
+                escaped: false
+            })
+        );
+        assert_eq!(seq("[1]"), Value::Other);
+        for t in [
+            "01",
+            "-",
+            "+1",
+            ".5",
+            "1.",
+            "1.e3",
+            "1e",
+            "1e+",
+            "--1",
+            "0x10",
+            "1_000",
+            "NaN",
+            "-NaN",
+            "Infinity",
+            "-Infinity",
+            "inf",
+            "1 2",
+            "tru",
+            "nul",
+            "falsey",
+            "True",
+        ] {
+            bad(format!(r#"{{"seq":{t}}}"#).as_bytes());
+            bad(format!(r#"{{"other":{t}}}"#).as_bytes());
+        }
+    }
+
+    #[test]
+    fn structure() {
+        for t in [
+            "{}",
+            " {} ",
+            "{\"a\":[]}",
+            "{\"a\":[1,\"x\",{\"b\":null},[true,false]]}",
+            "{\"a\":{\"b\":{\"c\":{}}}}",
+            "{\"\":\"\"}",
+        ] {
+            ok(t);
+        }
+        for t in [
+            "[]",
+            "1",
+            "\"x\"",
+            "null",
+            "{",
+            "}",
+            "{\"a\"}",
+            "{\"a\":}",
+            "{\"a\":1,}",
+            "{,\"a\":1}",
+            "{\"a\":1 \"b\":2}",
+            "{a:1}",
+            "{'a':1}",
+            "{\"a\":[1,]}",
+            "{\"a\":[,1]}",
+            "{\"a\":[1 2]}",
+            "{\"a\":1}}",
+            "{\"a\":1}x",
+            "{\"a\":1}{}",
+            "{\"a\":1",
+            "{\"a\":[}",
+            "{\"a\":{]}",
+            "{\"a\" 1}",
+            "\u{feff}{}",
+            "{\"a\":1}\u{0}",
+            "{\u{b}}",
+            "{\u{c}}",
+            "{\"a\":1}\u{a0}",
+        ] {
+            bad(t.as_bytes());
+        }
+    }
+
+    #[test]
+    fn blank_lines() {
+        assert_eq!(parse_line(b""), Ok(None));
+        assert_eq!(parse_line(b" \t\r "), Ok(None));
+        assert!(is_blank(b" \r\t\n"));
+        assert!(!is_blank(b" x"));
+        bad(b"\x0b");
+    }
+
+    #[test]
+    fn strings() {
+        for t in [
+            "\"\\u00e9\"",
+            "\"\\uD83D\\uDE00\"",
+            "\"\\u0000\"",
+            "\"\\uFFFF\"",
+            "\"\\uABcd\"",
+            "\"\x7f\"",
+            "\"a very long string that crosses several eight byte words \\\" ok\"",
+        ] {
+            ok(&format!("{{\"k\":{t}}}"));
+        }
+        let rejected: &[&[u8]] = &[
+            b"\"\\ud800\"",                // lone high surrogate
+            b"\"\\udc00\"",                // lone low surrogate
+            b"\"\\ud800\\u0041\"",         // high followed by non-low
+            b"\"\\ud800\\ud800\"",         // high followed by high
+            b"\"\\udfff\\ud800\"",         // reversed pair
+            b"\"\\ud800x\"",               // high then text
+            b"\"\\u12\"",                  // short escape
+            b"\"\\u12g4\"",                // bad hex
+            b"\"\\x41\"",                  // unknown escape
+            b"\"\\U0041\"",                // uppercase u
+            b"\"\\'\"",                    // no single-quote escape
+            b"\"\\",                       // dangling backslash
+            b"\"abc",                      // unterminated
+            b"\"a\tb\"",                   // raw tab
+            b"\"a\nb\"",                   // raw newline
+            b"\"a\x00b\"",                 // raw NUL
+            b"\"a\x1fb\"",                 // raw unit separator
+            b"\"\xff\"",                   // invalid byte
+            b"\"\xc3\"",                   // truncated 2-byte
+            b"\"\xc0\xaf\"",               // overlong
+            b"\"\xe0\x80\xaf\"",           // overlong 3-byte
+            b"\"\xed\xa0\x80\"",           // encoded surrogate
+            b"\"\xf4\x90\x80\x80\"",       // above U+10FFFF
+            b"\"\xf8\x88\x80\x80\x80\"",   // 5-byte form
+            b"\"\x80\"",                   // lone continuation
+            b"\"0123456789\xc3(abcdefg\"", // bad continuation after a fast run
+        ];
+        for t in rejected {
+            let mut line = b"{\"k\":".to_vec();
+            line.extend_from_slice(t);
+            line.push(b'}');
+            bad(&line);
+            // The same bad string as a key.
+            let mut line = b"{".to_vec();
+            line.extend_from_slice(t);
+            line.extend_from_slice(b":1}");
+            bad(&line);
+        }
+        // Invalid UTF-8 outside strings.
+        bad(b"{\"a\":1,\xc3\xa9}");
+    }
+
+    #[test]
+    fn specials_cover_every_byte_position() {
+        for pos in 0..8 {
+            for special in [b'"', b'\\', 0x00, 0x1f, 0x80, 0xff] {
+                let mut w = [b'a'; 8];
+                w[pos] = special;
+                let m = string_specials(u64::from_le_bytes(w));
+                assert_eq!((m.trailing_zeros() / 8) as usize, pos);
+            }
+        }
+        for plain in [b' ', b'!', b'#', b'[', b']', b'~', 0x7f, b'0'] {
+            assert_eq!(string_specials(u64::from_le_bytes([plain; 8])), 0);
+        }
+    }
+
+    #[test]
+    fn depth_cap() {
+        let nested = |n: usize| {
+            // n nested arrays inside the top-level object: depth n + 1.
+            format!("{{\"a\":{}{}}}", "[".repeat(n), "]".repeat(n))
+        };
+        ok(&nested(MAX_DEPTH - 1));
+        bad(nested(MAX_DEPTH).as_bytes());
+        bad(nested(100_000).as_bytes());
+        let objects = |n: usize| format!("{{{}{}}}", "\"a\":{".repeat(n), "}".repeat(n));
+        ok(&objects(MAX_DEPTH - 1));
+        bad(objects(MAX_DEPTH).as_bytes());
+        // An unbalanced deep prefix is rejected without recursing forever.
+        bad("{\"a\":".to_string().repeat(10_000).as_bytes());
+    }
+
+    #[test]
+    fn validate_value_helper() {
+        assert!(validate_value(b" [1, {\"a\": null}] "));
+        assert!(!validate_value(b"[1,]"));
+        assert!(!validate_value(b"NaN"));
+    }
+}

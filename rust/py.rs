@@ -1,0 +1,437 @@
+//! The Python bindings, `iabulk._native` (see `python/iabulk/_native.pyi`).
+//!
+//! Conversions and GIL release only: every scan, file read, write and sync
+//! runs detached from the interpreter.
+
+use std::io;
+use std::path::{Path, PathBuf};
+
+use pyo3::exceptions::{PyIndexError, PyOSError, PyOverflowError, PyValueError};
+use pyo3::prelude::*;
+use pyo3::sync::PyOnceLock;
+use pyo3::types::{PyBytes, PyString};
+
+use crate::appender::{self, Closed, Locked, Refused};
+use crate::bitmap::{self, MAX_SEQ};
+use crate::idset::{self, id_hash};
+use crate::pending::{self, Batch, LineReader};
+use crate::scan::{scan_path, ScanOptions};
+
+/// The C library's text for an errno (`io::Error`'s text without its
+/// " (os error N)" suffix).
+fn strerror(code: i32) -> String {
+    let text = io::Error::from_raw_os_error(code).to_string();
+    match text.rfind(" (os error ") {
+        Some(at) => text[..at].to_string(),
+        None => text,
+    }
+}
+
+/// An `io::Error` as the matching `OSError` subclass (`FileNotFoundError`,
+/// `BlockingIOError`, ...) with errno, strerror and filename; `ValueError`
+/// for an operation on a closed appender.
+fn os_error(e: io::Error, path: &Path) -> PyErr {
+    if let Some(code) = e.raw_os_error() {
+        return PyOSError::new_err((code, strerror(code), path.display().to_string()));
+    }
+    if let Some(inner) = e.get_ref() {
+        if inner.is::<Closed>() {
+            return PyValueError::new_err(inner.to_string());
+        }
+        if let Some(locked) = inner.downcast_ref::<Locked>() {
+            return PyOSError::new_err((libc::EWOULDBLOCK, locked.to_string()));
+        }
+        if let Some(refused) = inner.downcast_ref::<Refused>() {
+            return PyOSError::new_err((refused.errno, refused.message.clone()));
+        }
+    }
+    let code = match e.kind() {
+        io::ErrorKind::UnexpectedEof | io::ErrorKind::InvalidData => libc::EIO,
+        io::ErrorKind::InvalidInput => libc::EINVAL,
+        _ => libc::EIO,
+    };
+    PyOSError::new_err((code, e.to_string(), path.display().to_string()))
+}
+
+/// An integer argument as i128: TypeError for non-integers, ValueError for
+/// integers too large to be a seq anyway.
+fn seq_arg(n: &Bound<'_, PyAny>) -> PyResult<i128> {
+    n.extract::<i128>().map_err(|e| {
+        if e.is_instance_of::<PyOverflowError>(n.py()) {
+            PyValueError::new_err(format!("{n} is out of range 0..={MAX_SEQ}"))
+        } else {
+            e
+        }
+    })
+}
+
+static JSON_LOADS: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
+
+/// `json.loads(line)`.
+fn json_loads<'py>(py: Python<'py>, line: &[u8]) -> PyResult<Bound<'py, PyAny>> {
+    let loads = JSON_LOADS.import(py, "json", "loads")?;
+    loads.call1((PyBytes::new(py, line),))
+}
+
+/// Set of non-negative integers up to ``MAX_SEQ``, one bit each.
+#[pyclass(module = "iabulk._native", name = "Bitmap")]
+struct Bitmap {
+    inner: bitmap::Bitmap,
+}
+
+#[pymethods]
+impl Bitmap {
+    #[new]
+    #[pyo3(signature = (size = 0))]
+    fn new(size: i128) -> PyResult<Self> {
+        if size < 0 {
+            return Err(PyValueError::new_err("size must be >= 0"));
+        }
+        Ok(Bitmap {
+            inner: bitmap::Bitmap::with_capacity(u64::try_from(size).unwrap_or(u64::MAX)),
+        })
+    }
+
+    fn set(&mut self, n: &Bound<'_, PyAny>) -> PyResult<()> {
+        let n = seq_arg(n)?;
+        self.inner
+            .set(n)
+            .map(|_| ())
+            .map_err(|e| PyValueError::new_err(e.to_string()))
+    }
+
+    fn clear(&mut self, n: &Bound<'_, PyAny>) -> PyResult<()> {
+        let n = seq_arg(n)?;
+        self.inner
+            .clear(n)
+            .map(|_| ())
+            .map_err(|e| PyValueError::new_err(e.to_string()))
+    }
+
+    fn __contains__(&self, n: &Bound<'_, PyAny>) -> bool {
+        n.extract::<i128>().is_ok_and(|n| self.inner.contains(n))
+    }
+
+    fn __len__(&self) -> usize {
+        self.inner.len() as usize
+    }
+
+    #[getter]
+    fn size_bytes(&self) -> usize {
+        self.inner.size_bytes()
+    }
+
+    fn __repr__(&self) -> String {
+        format!(
+            "<Bitmap len={} size_bytes={}>",
+            self.inner.len(),
+            self.inner.size_bytes()
+        )
+    }
+}
+
+/// Exact set of identifiers, stored as 128-bit hashes.
+#[pyclass(module = "iabulk._native", name = "IdSet")]
+struct IdSet {
+    inner: idset::IdSet,
+}
+
+/// A str's UTF-8 bytes (lone surrogates, which no scanned id can hold, are
+/// passed through so that such strings still hash consistently).
+fn str_hash(s: &Bound<'_, PyString>) -> PyResult<u128> {
+    match s.to_str() {
+        Ok(text) => Ok(id_hash(text.as_bytes())),
+        Err(_) => {
+            let bytes = s.call_method1("encode", ("utf-8", "surrogatepass"))?;
+            Ok(id_hash(bytes.cast::<PyBytes>()?.as_bytes()))
+        }
+    }
+}
+
+#[pymethods]
+impl IdSet {
+    #[new]
+    fn new() -> Self {
+        IdSet {
+            inner: idset::IdSet::new(),
+        }
+    }
+
+    fn add(&mut self, identifier: &Bound<'_, PyString>) -> PyResult<bool> {
+        Ok(self.inner.add_hash(str_hash(identifier)?))
+    }
+
+    fn __contains__(&self, identifier: &Bound<'_, PyAny>) -> PyResult<bool> {
+        match identifier.cast::<PyString>() {
+            Ok(s) => Ok(self.inner.contains_hash(str_hash(s)?)),
+            Err(_) => Ok(false),
+        }
+    }
+
+    fn __len__(&self) -> usize {
+        self.inner.len()
+    }
+
+    fn __repr__(&self) -> String {
+        format!("<IdSet len={}>", self.inner.len())
+    }
+}
+
+/// Lazy sequence of the pending job lines, in seq order.
+#[pyclass(module = "iabulk._native", name = "PendingJobs", frozen)]
+struct PendingJobs {
+    inner: pending::PendingJobs,
+}
+
+/// Lines read per GIL release while iterating.
+const BATCH_LINES: usize = 1024;
+const BATCH_BYTES: usize = 1 << 20;
+
+#[pymethods]
+impl PendingJobs {
+    fn __len__(&self) -> usize {
+        self.inner.len()
+    }
+
+    fn __iter__(&self) -> PendingIter {
+        PendingIter {
+            reader: self.inner.reader(),
+            jobs: self.inner.clone(),
+            batch: Batch::default(),
+            pos: 0,
+            next: 0,
+        }
+    }
+
+    fn __getitem__<'py>(&self, py: Python<'py>, index: isize) -> PyResult<Bound<'py, PyAny>> {
+        let len = self.inner.len() as isize;
+        let i = if index < 0 { index + len } else { index };
+        if i < 0 || i >= len {
+            return Err(PyIndexError::new_err("pending job index out of range"));
+        }
+        let jobs = &self.inner;
+        let line = py
+            .detach(|| {
+                let mut out = Vec::new();
+                jobs.line(i as usize, &mut out).map(|()| out)
+            })
+            .map_err(|e| os_error(e, Path::new("job log")))?;
+        json_loads(py, &line)
+    }
+
+    /// The pending seqs, in order.
+    fn seqs(&self) -> Vec<u32> {
+        self.inner.seqs()
+    }
+
+    fn __repr__(&self) -> String {
+        format!("<PendingJobs len={}>", self.inner.len())
+    }
+}
+
+/// Iterator over [`PendingJobs`]: reads lines in batches with the GIL
+/// released, parses each with `json.loads` when it is reached.
+#[pyclass(module = "iabulk._native")]
+struct PendingIter {
+    jobs: pending::PendingJobs,
+    reader: LineReader,
+    batch: Batch,
+    /// Next line to hand out from `batch`.
+    pos: usize,
+    /// Index of the first pending job not yet in a batch.
+    next: usize,
+}
+
+#[pymethods]
+impl PendingIter {
+    fn __iter__(slf: PyRef<'_, Self>) -> PyRef<'_, Self> {
+        slf
+    }
+
+    fn __next__<'py>(&mut self, py: Python<'py>) -> PyResult<Option<Bound<'py, PyAny>>> {
+        if self.pos >= self.batch.len() {
+            if self.next >= self.jobs.len() {
+                return Ok(None);
+            }
+            let (jobs, reader, batch, from) =
+                (&self.jobs, &mut self.reader, &mut self.batch, self.next);
+            let n = py
+                .detach(|| jobs.fill(reader, from, BATCH_LINES, BATCH_BYTES, batch))
+                .map_err(|e| os_error(e, Path::new("job log")))?;
+            self.next += n;
+            self.pos = 0;
+            if n == 0 {
+                return Ok(None);
+            }
+        }
+        let line = self.batch.line(self.pos);
+        self.pos += 1;
+        json_loads(py, line).map(Some)
+    }
+}
+
+/// What one pass over a job log knows.
+#[pyclass(module = "iabulk._native", name = "Snapshot", frozen)]
+struct Snapshot {
+    #[pyo3(get)]
+    max_seq: u64,
+    #[pyo3(get)]
+    total: u64,
+    #[pyo3(get)]
+    completed: u64,
+    #[pyo3(get)]
+    failed: u64,
+    #[pyo3(get)]
+    pending: u64,
+    #[pyo3(get)]
+    in_flight: u64,
+    #[pyo3(get)]
+    malformed: u64,
+    #[pyo3(get)]
+    bytes_completed: u128,
+    #[pyo3(get)]
+    first_ts: Option<String>,
+    #[pyo3(get)]
+    last_ts: Option<String>,
+    errors: Vec<(String, u64)>,
+    #[pyo3(get)]
+    source: Option<String>,
+    #[pyo3(get)]
+    resolved: bool,
+    #[pyo3(get)]
+    size: u64,
+    #[pyo3(get)]
+    bitmap: Py<Bitmap>,
+    #[pyo3(get)]
+    pending_jobs: Py<PendingJobs>,
+    #[pyo3(get)]
+    ids: Option<Py<IdSet>>,
+}
+
+#[pymethods]
+impl Snapshot {
+    /// (message, count), most frequent first, ties by message.
+    #[getter]
+    fn errors(&self) -> Vec<(String, u64)> {
+        self.errors.clone()
+    }
+
+    fn __repr__(&self) -> String {
+        format!(
+            "<Snapshot total={} completed={} failed={} pending={} in_flight={} malformed={} max_seq={}>",
+            self.total,
+            self.completed,
+            self.failed,
+            self.pending,
+            self.in_flight,
+            self.malformed,
+            self.max_seq
+        )
+    }
+}
+
+/// One pass over the job log at ``path`` (using every core if it pays).
+#[pyfunction]
+#[pyo3(signature = (path, collect_ids = false))]
+fn scan(py: Python<'_>, path: PathBuf, collect_ids: bool) -> PyResult<Snapshot> {
+    let opts = ScanOptions {
+        collect_ids,
+        ..ScanOptions::default()
+    };
+    let s = py
+        .detach(|| scan_path(&path, &opts))
+        .map_err(|e| os_error(e, &path))?;
+    Ok(Snapshot {
+        max_seq: s.max_seq,
+        total: s.total,
+        completed: s.completed,
+        failed: s.failed,
+        pending: s.pending,
+        in_flight: s.in_flight,
+        malformed: s.malformed,
+        bytes_completed: s.bytes_completed,
+        first_ts: s.first_ts,
+        last_ts: s.last_ts,
+        errors: s.errors,
+        source: s.source,
+        resolved: s.resolved,
+        size: s.size,
+        bitmap: Py::new(py, Bitmap { inner: s.bitmap })?,
+        pending_jobs: Py::new(
+            py,
+            PendingJobs {
+                inner: s.pending_jobs,
+            },
+        )?,
+        ids: s
+            .ids
+            .map(|inner| Py::new(py, IdSet { inner }))
+            .transpose()?,
+    })
+}
+
+/// Durable, thread-safe appends to one job log.
+#[pyclass(module = "iabulk._native", name = "Appender", frozen)]
+struct Appender {
+    inner: appender::Appender,
+}
+
+#[pymethods]
+impl Appender {
+    #[new]
+    fn new(py: Python<'_>, path: PathBuf) -> PyResult<Self> {
+        let inner = py
+            .detach(|| appender::Appender::open(&path))
+            .map_err(|e| os_error(e, &path))?;
+        Ok(Appender { inner })
+    }
+
+    /// Bytes of torn tail cut off when the log was opened.
+    #[getter]
+    fn repaired_bytes(&self) -> u64 {
+        self.inner.repaired_bytes()
+    }
+
+    fn append(&self, py: Python<'_>, data: &[u8]) -> PyResult<()> {
+        let a = &self.inner;
+        py.detach(|| a.append(data))
+            .map_err(|e| os_error(e, a.path()))
+    }
+
+    fn append_durable(&self, py: Python<'_>, data: &[u8]) -> PyResult<()> {
+        let a = &self.inner;
+        py.detach(|| a.append_durable(data))
+            .map_err(|e| os_error(e, a.path()))
+    }
+
+    fn sync(&self, py: Python<'_>) -> PyResult<()> {
+        let a = &self.inner;
+        py.detach(|| a.sync()).map_err(|e| os_error(e, a.path()))
+    }
+
+    fn close(&self, py: Python<'_>) -> PyResult<()> {
+        let a = &self.inner;
+        py.detach(|| a.close()).map_err(|e| os_error(e, a.path()))
+    }
+
+    fn __repr__(&self) -> String {
+        let state = if self.inner.is_closed() {
+            "closed"
+        } else {
+            "open"
+        };
+        format!("<Appender {} {state}>", self.inner.path().display())
+    }
+}
+
+#[pymodule]
+fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    m.add("MAX_SEQ", MAX_SEQ)?;
+    m.add_class::<Bitmap>()?;
+    m.add_class::<IdSet>()?;
+    m.add_class::<PendingJobs>()?;
+    m.add_class::<Snapshot>()?;
+    m.add_class::<Appender>()?;
+    m.add_function(wrap_pyfunction!(scan, m)?)?;
+    Ok(())
+}

@@ -1,0 +1,1196 @@
+//! One pass over a job log → [`Snapshot`].
+//!
+//! The semantics are those of `python/iabulk/_native.pyi` (restated in plain
+//! Python by `tests/model.py`). How the pass is made fast and lean:
+//!
+//! * The file is read with `pread` into one reused block per thread (never
+//!   mapped: touched mapped pages would count as resident memory), and lines
+//!   are found with `memchr`.
+//! * Large files are split into ranges at line boundaries, scanned on
+//!   threads. Each range keeps a compact state per seq (one byte: job seen,
+//!   last terminal kind, started since), folded in file order afterwards: a
+//!   later range's terminal event wins, started flags combine, so the fold is
+//!   associative and the result does not depend on where the ranges were cut.
+//!   The one thing a range cannot decide alone is whether its job line for a
+//!   seq is a duplicate of a job line in an earlier range; when the fold
+//!   finds such a duplicate (only in a damaged log) the whole file is scanned
+//!   again on one thread, which is exact by construction.
+//! * Job lines are kept as one packed integer (seq, offset) each, in file
+//!   order; after the fold only the pending ones are kept, already in seq
+//!   order when job lines were written with increasing seqs (they are),
+//!   sorted otherwise.
+
+use std::collections::HashMap;
+use std::fs::File;
+use std::io;
+use std::os::unix::fs::FileExt;
+use std::path::Path;
+use std::sync::Arc;
+
+use crate::bitmap::{Bitmap, MAX_SEQ};
+use crate::idset::{id_hash, IdSet};
+use crate::json::{self, Fields, JsonStr, Value};
+use crate::pending::{JobKey, PendingJobs};
+
+/// How to scan; the defaults are right outside tests.
+#[derive(Debug, Clone)]
+pub struct ScanOptions {
+    /// Collect the hash of every job id into [`Snapshot::ids`].
+    pub collect_ids: bool,
+    /// Threads (ranges) to use; 0 picks the number of cores, at most 8.
+    pub threads: usize,
+    /// Bytes read per `pread`.
+    pub block_size: usize,
+    /// Smallest range worth a thread of its own.
+    pub min_range_bytes: u64,
+    /// Use 128-bit job keys even when 64-bit ones would do (for tests).
+    pub wide_keys: bool,
+}
+
+impl Default for ScanOptions {
+    fn default() -> Self {
+        ScanOptions {
+            collect_ids: false,
+            threads: 0,
+            block_size: 1 << 20,
+            min_range_bytes: 8 << 20,
+            wide_keys: false,
+        }
+    }
+}
+
+/// What one pass over a job log knows. See `_native.pyi` for each field.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Snapshot {
+    pub max_seq: u64,
+    pub total: u64,
+    pub completed: u64,
+    pub failed: u64,
+    pub pending: u64,
+    pub in_flight: u64,
+    pub malformed: u64,
+    pub bytes_completed: u128,
+    pub first_ts: Option<String>,
+    pub last_ts: Option<String>,
+    /// (message, count), most frequent first, ties by message.
+    pub errors: Vec<(String, u64)>,
+    pub source: Option<String>,
+    pub resolved: bool,
+    /// Bytes of the file that were scanned.
+    pub size: u64,
+    pub bitmap: Bitmap,
+    pub pending_jobs: PendingJobs,
+    pub ids: Option<IdSet>,
+}
+
+/// Scan the job log at `path`.
+pub fn scan_path(path: &Path, opts: &ScanOptions) -> io::Result<Snapshot> {
+    let file = File::open(path)?;
+    scan_file(Arc::new(file), opts)
+}
+
+/// Scan an open job log from its start to its current end.
+pub fn scan_file(file: Arc<File>, opts: &ScanOptions) -> io::Result<Snapshot> {
+    let size = file.metadata()?.len();
+    let threads = if opts.threads == 0 {
+        std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(1)
+            .min(8)
+    } else {
+        opts.threads
+    };
+    let ranges = (size / opts.min_range_bytes.max(1)).clamp(1, threads.max(1) as u64) as usize;
+    if opts.wide_keys || size > u64::MAX_OFFSET {
+        scan_with::<u128>(file, size, ranges, opts)
+    } else {
+        scan_with::<u64>(file, size, ranges, opts)
+    }
+}
+
+fn scan_with<K: JobKey>(
+    file: Arc<File>,
+    size: u64,
+    ranges: usize,
+    opts: &ScanOptions,
+) -> io::Result<Snapshot> {
+    let bounds = split(&file, size, ranges)?;
+    let mut parts = if bounds.len() == 2 {
+        vec![scan_range::<K>(&file, bounds[0], bounds[1], opts)?]
+    } else {
+        let results: Vec<io::Result<RangeScan<K>>> = std::thread::scope(|s| {
+            let handles: Vec<_> = bounds[1..]
+                .windows(2)
+                .map(|w| {
+                    let file = &file;
+                    s.spawn(move || scan_range::<K>(file, w[0], w[1], opts))
+                })
+                .collect();
+            let first = scan_range::<K>(&file, bounds[0], bounds[1], opts);
+            std::iter::once(first)
+                .chain(
+                    handles
+                        .into_iter()
+                        .map(|h| h.join().unwrap_or_else(|p| std::panic::resume_unwind(p))),
+                )
+                .collect()
+        });
+        results.into_iter().collect::<io::Result<Vec<_>>>()?
+    };
+    let mut acc = parts.remove(0);
+    for later in parts {
+        if acc.absorb(later) {
+            // A job line duplicated across ranges: only a sequential pass
+            // knows which of its fields to ignore.
+            drop(acc);
+            return scan_with::<K>(file, size, 1, opts);
+        }
+    }
+    Ok(acc.finish(file, size))
+}
+
+/// Range boundaries: `ranges + 1` offsets, each (but the last) at a line start.
+fn split(file: &File, size: u64, ranges: usize) -> io::Result<Vec<u64>> {
+    let mut bounds = vec![0u64];
+    for i in 1..ranges {
+        let target = (u128::from(size) * i as u128 / ranges as u128) as u64;
+        let prev = *bounds.last().unwrap_or(&0);
+        let at = if target <= prev {
+            prev
+        } else {
+            next_line_start(file, target, size)?
+        };
+        bounds.push(at.max(prev));
+    }
+    bounds.push(size);
+    bounds.dedup();
+    if bounds.len() == 1 {
+        bounds.push(size);
+    }
+    Ok(bounds)
+}
+
+/// The first line start at or after `target` (`size` if there is none).
+fn next_line_start(file: &File, target: u64, size: u64) -> io::Result<u64> {
+    if target == 0 {
+        return Ok(0);
+    }
+    let mut buf = vec![0u8; 64 << 10];
+    let mut at = target - 1;
+    while at < size {
+        let want = buf.len().min((size - at) as usize);
+        let n = read_at(file, &mut buf[..want], at)?;
+        if n == 0 {
+            break;
+        }
+        if let Some(nl) = memchr::memchr(b'\n', &buf[..n]) {
+            return Ok(at + nl as u64 + 1);
+        }
+        at += n as u64;
+    }
+    Ok(size)
+}
+
+fn read_at(file: &File, buf: &mut [u8], at: u64) -> io::Result<usize> {
+    loop {
+        match file.read_at(buf, at) {
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            other => return other,
+        }
+    }
+}
+
+fn scan_range<K: JobKey>(
+    file: &File,
+    start: u64,
+    end: u64,
+    opts: &ScanOptions,
+) -> io::Result<RangeScan<K>> {
+    let mut rs = RangeScan::<K>::new(opts.collect_ids);
+    let mut buf = vec![0u8; opts.block_size.max(1)];
+    let mut base = start; // file offset of buf[0]
+    let mut filled = 0usize;
+    let mut next = start;
+    while next < end {
+        if filled == buf.len() {
+            // A line longer than the block: grow to hold it.
+            let bigger = buf.len() * 2;
+            buf.resize(bigger, 0);
+        }
+        let want = (buf.len() - filled).min(usize::try_from(end - next).unwrap_or(usize::MAX));
+        let n = read_at(file, &mut buf[filled..filled + want], next)?;
+        if n == 0 {
+            break; // the file shrank under us
+        }
+        let searched = filled;
+        filled += n;
+        next += n as u64;
+        let mut line_start = 0;
+        for nl in memchr::memchr_iter(b'\n', &buf[searched..filled]) {
+            let nl = searched + nl;
+            rs.line(&buf[line_start..nl], base + line_start as u64);
+            line_start = nl + 1;
+        }
+        if line_start > 0 {
+            buf.copy_within(line_start..filled, 0);
+            filled -= line_start;
+            base += line_start as u64;
+        }
+    }
+    if filled > 0 && !json::is_blank(&buf[..filled]) {
+        rs.malformed += 1; // a torn tail
+    }
+    Ok(rs)
+}
+
+// One byte of state per seq, per range.
+const HAS_JOB: u8 = 1;
+const TERM_MASK: u8 = 0b110;
+const T_COMPLETED: u8 = 0b010;
+const T_FAILED: u8 = 0b100; // failed with "retry": false
+const T_NOT_DONE: u8 = 0b110; // failed to be retried, or requeued
+const STARTED: u8 = 0b1000;
+
+#[inline]
+fn is_done(s: u8) -> bool {
+    matches!(s & TERM_MASK, T_COMPLETED | T_FAILED)
+}
+
+/// `earlier` followed by `later` (both states of one seq).
+#[inline]
+fn fold_state(earlier: u8, later: u8) -> u8 {
+    if later & TERM_MASK != 0 {
+        (earlier & HAS_JOB) | later
+    } else {
+        earlier | later
+    }
+}
+
+const PAGE_BITS: u32 = 12;
+const PAGE: usize = 1 << PAGE_BITS;
+
+/// Per-seq states in lazily allocated 4 KiB pages, so that a few stray huge
+/// seqs cost a page each, not a table up to them.
+#[derive(Default)]
+struct States {
+    pages: Vec<Option<Box<[u8]>>>,
+}
+
+impl States {
+    #[inline]
+    fn slot(&mut self, seq: u32) -> &mut u8 {
+        let p = (seq >> PAGE_BITS) as usize;
+        if p >= self.pages.len() {
+            self.pages.resize_with(p + 1, || None);
+        }
+        let page = self.pages[p].get_or_insert_with(|| vec![0u8; PAGE].into_boxed_slice());
+        &mut page[seq as usize & (PAGE - 1)]
+    }
+
+    #[inline]
+    fn get(&self, seq: u32) -> u8 {
+        match self.pages.get((seq >> PAGE_BITS) as usize) {
+            Some(Some(page)) => page[seq as usize & (PAGE - 1)],
+            _ => 0,
+        }
+    }
+
+    /// Fold a later range's states into these; true if some seq has a job
+    /// line in both.
+    fn fold(&mut self, later: States) -> bool {
+        if self.pages.len() < later.pages.len() {
+            self.pages.resize_with(later.pages.len(), || None);
+        }
+        let mut both = 0u8;
+        for (mine, theirs) in self.pages.iter_mut().zip(later.pages) {
+            let Some(theirs) = theirs else { continue };
+            match mine {
+                None => *mine = Some(theirs),
+                Some(page) => {
+                    for (a, &b) in page.iter_mut().zip(theirs.iter()) {
+                        both |= *a & b;
+                        *a = fold_state(*a, b);
+                    }
+                }
+            }
+        }
+        both & HAS_JOB != 0
+    }
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    Job,
+    Started,
+    Completed,
+    Failed,
+    Requeued,
+    Source,
+    Resolved,
+}
+
+impl Kind {
+    #[inline]
+    fn of(event: JsonStr<'_>) -> Option<Kind> {
+        let name = event.bytes();
+        Some(match &*name {
+            b"job" => Kind::Job,
+            b"started" => Kind::Started,
+            b"completed" => Kind::Completed,
+            b"failed" => Kind::Failed,
+            b"requeued" => Kind::Requeued,
+            b"source" => Kind::Source,
+            b"resolved" => Kind::Resolved,
+            _ => return None,
+        })
+    }
+}
+
+fn trim(line: &[u8]) -> &[u8] {
+    let start = line
+        .iter()
+        .position(|&b| !json::is_ws(b))
+        .unwrap_or(line.len());
+    let end = line
+        .iter()
+        .rposition(|&b| !json::is_ws(b))
+        .map_or(start, |e| e + 1);
+    &line[start..end]
+}
+
+/// What one range of the file knows.
+struct RangeScan<K> {
+    collect_ids: bool,
+    states: States,
+    /// Job lines (first per seq within the range), in file order.
+    jobs: Vec<K>,
+    /// Whether `jobs` has strictly increasing seqs.
+    jobs_sorted: bool,
+    first_job_seq: u32,
+    last_job_seq: u32,
+    max_job_seq: u32,
+    ids: Vec<u128>,
+    malformed: u64,
+    bytes: u128,
+    min_ts: Option<Vec<u8>>,
+    max_ts: Option<Vec<u8>>,
+    errors: HashMap<String, u64>,
+    /// The last source line seen in this range, trimmed.
+    source: Option<Vec<u8>>,
+    /// Whether a resolved line follows the range's last source line (or, if
+    /// it has none, appears anywhere in it).
+    resolved: bool,
+}
+
+impl<K: JobKey> RangeScan<K> {
+    fn new(collect_ids: bool) -> Self {
+        RangeScan {
+            collect_ids,
+            states: States::default(),
+            jobs: Vec::new(),
+            jobs_sorted: true,
+            first_job_seq: 0,
+            last_job_seq: 0,
+            max_job_seq: 0,
+            ids: Vec::new(),
+            malformed: 0,
+            bytes: 0,
+            min_ts: None,
+            max_ts: None,
+            errors: HashMap::new(),
+            source: None,
+            resolved: false,
+        }
+    }
+
+    /// One line (without its `\n`) starting at byte `offset`.
+    #[inline]
+    fn line(&mut self, line: &[u8], offset: u64) {
+        match json::parse_line(line) {
+            Ok(Some(fields)) => {
+                if !self.apply(&fields, line, offset) {
+                    self.malformed += 1;
+                }
+            }
+            Ok(None) => {}
+            Err(json::Malformed) => self.malformed += 1,
+        }
+    }
+
+    /// Apply a well-formed JSON line; false if the line is malformed as an
+    /// event.
+    #[inline]
+    fn apply(&mut self, f: &Fields<'_>, line: &[u8], offset: u64) -> bool {
+        let Value::Str(event) = f.event else {
+            return false;
+        };
+        let Some(kind) = Kind::of(event) else {
+            return true; // a kind this version does not know: ignored
+        };
+        match kind {
+            Kind::Source => {
+                self.source = Some(trim(line).to_vec());
+                self.resolved = false;
+            }
+            Kind::Resolved => self.resolved = true,
+            _ => {
+                let seq = match f.seq {
+                    Value::UInt(n) if (1..=MAX_SEQ).contains(&n) => n as u32,
+                    _ => return false,
+                };
+                if kind == Kind::Job && !matches!(f.id, Value::Str(_)) {
+                    return false;
+                }
+                let slot = self.states.slot(seq);
+                match kind {
+                    Kind::Job => {
+                        if *slot & HAS_JOB != 0 {
+                            return false; // the first job line defines the job
+                        }
+                        *slot |= HAS_JOB;
+                        self.job(seq, offset, f.id);
+                    }
+                    Kind::Started => *slot |= STARTED,
+                    Kind::Completed => {
+                        *slot = (*slot & HAS_JOB) | T_COMPLETED;
+                        if let Some(n) = f.item_size {
+                            self.bytes += u128::from(n);
+                        }
+                    }
+                    Kind::Failed => {
+                        let term = if f.retry == Value::False {
+                            T_FAILED
+                        } else {
+                            T_NOT_DONE
+                        };
+                        *slot = (*slot & HAS_JOB) | term;
+                        if let Value::Str(e) = f.error {
+                            let e = e.to_str();
+                            match self.errors.get_mut(&*e) {
+                                Some(n) => *n += 1,
+                                None => {
+                                    self.errors.insert(e.into_owned(), 1);
+                                }
+                            }
+                        }
+                    }
+                    Kind::Requeued => *slot = (*slot & HAS_JOB) | T_NOT_DONE,
+                    Kind::Source | Kind::Resolved => {}
+                }
+            }
+        }
+        if let Value::Str(ts) = f.ts {
+            self.note_ts(ts);
+        }
+        true
+    }
+
+    #[inline]
+    fn job(&mut self, seq: u32, offset: u64, id: Value<'_>) {
+        if self.jobs.is_empty() {
+            self.first_job_seq = seq;
+        } else if seq <= self.last_job_seq {
+            self.jobs_sorted = false;
+        }
+        self.last_job_seq = seq;
+        self.max_job_seq = self.max_job_seq.max(seq);
+        self.jobs.push(K::pack(seq, offset));
+        if self.collect_ids {
+            if let Value::Str(id) = id {
+                self.ids.push(id_hash(&id.bytes()));
+            }
+        }
+    }
+
+    #[inline]
+    fn note_ts(&mut self, ts: JsonStr<'_>) {
+        let t = ts.bytes();
+        match &mut self.max_ts {
+            Some(m) if *t <= **m => {}
+            Some(m) => {
+                m.clear();
+                m.extend_from_slice(&t);
+            }
+            None => self.max_ts = Some(t.to_vec()),
+        }
+        match &mut self.min_ts {
+            Some(m) if *t >= **m => {}
+            Some(m) => {
+                m.clear();
+                m.extend_from_slice(&t);
+            }
+            None => self.min_ts = Some(t.to_vec()),
+        }
+    }
+
+    /// Fold a later range into this one; true if a seq has a job line in
+    /// both (the caller then rescans sequentially).
+    fn absorb(&mut self, later: RangeScan<K>) -> bool {
+        if self.states.fold(later.states) {
+            return true;
+        }
+        if !later.jobs.is_empty() {
+            if !self.jobs.is_empty() {
+                self.jobs_sorted &= later.jobs_sorted && self.last_job_seq < later.first_job_seq;
+            } else {
+                self.jobs_sorted = later.jobs_sorted;
+                self.first_job_seq = later.first_job_seq;
+            }
+            self.last_job_seq = later.last_job_seq;
+            self.jobs.extend_from_slice(&later.jobs);
+        }
+        self.max_job_seq = self.max_job_seq.max(later.max_job_seq);
+        self.ids.extend_from_slice(&later.ids);
+        self.malformed += later.malformed;
+        self.bytes += later.bytes;
+        if let Some(t) = later.min_ts {
+            if self.min_ts.as_ref().is_none_or(|m| t < *m) {
+                self.min_ts = Some(t);
+            }
+        }
+        if let Some(t) = later.max_ts {
+            if self.max_ts.as_ref().is_none_or(|m| t > *m) {
+                self.max_ts = Some(t);
+            }
+        }
+        for (e, n) in later.errors {
+            *self.errors.entry(e).or_insert(0) += n;
+        }
+        if later.source.is_some() {
+            self.source = later.source;
+            self.resolved = later.resolved;
+        } else {
+            self.resolved |= later.resolved;
+        }
+        false
+    }
+
+    fn finish(self, file: Arc<File>, size: u64) -> Snapshot {
+        let RangeScan {
+            states,
+            jobs,
+            jobs_sorted,
+            max_job_seq,
+            ids,
+            malformed,
+            bytes,
+            min_ts,
+            max_ts,
+            errors,
+            source,
+            resolved,
+            collect_ids,
+            ..
+        } = self;
+
+        let (mut total, mut completed, mut failed, mut in_flight) = (0u64, 0u64, 0u64, 0u64);
+        let mut words = vec![0u64; states.pages.len() * (PAGE / 64)];
+        for (p, page) in states.pages.iter().enumerate() {
+            let Some(page) = page else { continue };
+            for (j, chunk) in page.chunks_exact(64).enumerate() {
+                let mut w = 0u64;
+                for (bit, &s) in chunk.iter().enumerate() {
+                    let job = u64::from(s & HAS_JOB);
+                    let term = s & TERM_MASK;
+                    let done = is_done(s);
+                    total += job;
+                    completed += job & u64::from(term == T_COMPLETED);
+                    failed += job & u64::from(term == T_FAILED);
+                    in_flight += job & u64::from(!done && s & STARTED != 0);
+                    w |= u64::from(done) << bit;
+                }
+                words[p * (PAGE / 64) + j] = w;
+            }
+        }
+        let bitmap = Bitmap::from_words(words);
+
+        let mut pending: Vec<K> = jobs
+            .iter()
+            .copied()
+            .filter(|k| !is_done(states.get(k.seq())))
+            .collect();
+        drop(jobs);
+        if !jobs_sorted {
+            pending.sort_unstable();
+        }
+        pending.shrink_to_fit();
+        let pending_jobs = PendingJobs::new(file, K::into_list(pending));
+
+        let mut errors: Vec<(String, u64)> = errors.into_iter().collect();
+        errors.sort_unstable_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
+
+        let ids = collect_ids.then(|| {
+            let mut set = IdSet::with_capacity(ids.len());
+            set.extend(ids);
+            set
+        });
+
+        let text = |b: Vec<u8>| {
+            String::from_utf8(b)
+                .unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned())
+        };
+        Snapshot {
+            max_seq: u64::from(max_job_seq),
+            total,
+            completed,
+            failed,
+            pending: total - completed - failed,
+            in_flight,
+            malformed,
+            bytes_completed: bytes,
+            first_ts: min_ts.map(text),
+            last_ts: max_ts.map(text),
+            errors,
+            source: source.map(text),
+            resolved,
+            size,
+            bitmap,
+            pending_jobs,
+            ids,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Write;
+
+    fn file_with(data: &[u8]) -> Arc<File> {
+        let mut f = tempfile::tempfile().unwrap();
+        f.write_all(data).unwrap();
+        Arc::new(f)
+    }
+
+    fn opts(threads: usize, block: usize) -> ScanOptions {
+        ScanOptions {
+            collect_ids: true,
+            threads,
+            block_size: block,
+            min_range_bytes: 1,
+            wide_keys: false,
+        }
+    }
+
+    fn scan_text(text: &str) -> Snapshot {
+        scan_file(file_with(text.as_bytes()), &opts(1, 1 << 16)).unwrap()
+    }
+
+    fn pending_lines(s: &Snapshot) -> Vec<String> {
+        let p = &s.pending_jobs;
+        let mut r = p.reader();
+        (0..p.len())
+            .map(|i| {
+                let (_, off) = p.list().get(i).unwrap();
+                String::from_utf8(r.line_at(off).unwrap().to_vec()).unwrap()
+            })
+            .collect()
+    }
+
+    const JOB1: &str =
+        r#"{"event":"job","seq":1,"id":"a","op":"download","ts":"20260101T000001Z"}"#;
+    const JOB2: &str =
+        r#"{"event":"job","seq":2,"id":"b","op":"download","ts":"20260101T000002Z"}"#;
+    const JOB3: &str =
+        r#"{"event":"job","seq":3,"id":"c","op":"download","ts":"20260101T000003Z"}"#;
+
+    #[test]
+    fn empty_and_blank_files() {
+        for text in ["", "\n", "\n\n  \n\t\r\n", "   "] {
+            let s = scan_text(text);
+            assert_eq!((s.total, s.malformed, s.pending), (0, 0, 0), "{text:?}");
+            assert_eq!(s.size, text.len() as u64);
+            assert!(s.first_ts.is_none() && s.source.is_none() && !s.resolved);
+            assert!(s.bitmap.is_empty() && s.pending_jobs.is_empty());
+            assert_eq!(s.ids.as_ref().map(|i| i.len()), Some(0));
+        }
+    }
+
+    #[test]
+    fn state_machine() {
+        let text = [
+            JOB1,
+            JOB2,
+            JOB3,
+            r#"{"event":"job","seq":4,"id":"d"}"#,
+            r#"{"event":"job","seq":5,"id":"e"}"#,
+            r#"{"event":"job","seq":6,"id":"f"}"#,
+            r#"{"event":"started","seq":1,"worker":1}"#,
+            r#"{"event":"completed","seq":1,"extra":{"item_size":100}}"#,
+            r#"{"event":"started","seq":2}"#,
+            r#"{"event":"failed","seq":2,"error":"HTTP 503","retry":1}"#,
+            r#"{"event":"failed","seq":3,"error":"dark","retry":false}"#,
+            r#"{"event":"started","seq":4}"#,
+            r#"{"event":"completed","seq":5,"extra":{"item_size":7}}"#,
+            r#"{"event":"requeued","seq":5}"#,
+            r#"{"event":"completed","seq":6}"#,
+            r#"{"event":"started","seq":6}"#,
+            r#"{"event":"failed","seq":9,"error":"dark","retry":false}"#,
+        ]
+        .join("\n")
+            + "\n";
+        let s = scan_text(&text);
+        assert_eq!(s.total, 6);
+        assert_eq!(s.completed, 2); // 1, 6 (started after done keeps it done)
+        assert_eq!(s.failed, 1); // 3
+        assert_eq!(s.pending, 3); // 2 (will retry), 4 (in flight), 5 (requeued)
+        assert_eq!(s.in_flight, 1); // 4
+        assert_eq!(s.malformed, 0);
+        assert_eq!(s.bytes_completed, 107);
+        assert_eq!(s.max_seq, 6);
+        assert_eq!(s.bitmap.iter().collect::<Vec<_>>(), vec![1, 3, 6, 9]);
+        assert_eq!(s.pending_jobs.seqs(), vec![2, 4, 5]);
+        assert_eq!(pending_lines(&s)[0], JOB2);
+        assert_eq!(
+            s.errors,
+            vec![("dark".to_string(), 2), ("HTTP 503".to_string(), 1)]
+        );
+        assert_eq!(s.first_ts.as_deref(), Some("20260101T000001Z"));
+        assert_eq!(s.last_ts.as_deref(), Some("20260101T000003Z"));
+        let ids = s.ids.unwrap();
+        assert_eq!(ids.len(), 6);
+        assert!(ids.contains("a") && ids.contains("f") && !ids.contains("g"));
+    }
+
+    #[test]
+    fn failure_then_retry_then_done_and_back() {
+        let text = [
+            JOB1,
+            r#"{"event":"failed","seq":1,"retry":false}"#,
+            r#"{"event":"requeued","seq":1}"#,
+            r#"{"event":"started","seq":1}"#,
+            r#"{"event":"failed","seq":1,"retry":0}"#,
+        ]
+        .join("\n")
+            + "\n";
+        let s = scan_text(&text);
+        assert_eq!(
+            (s.total, s.completed, s.failed, s.pending, s.in_flight),
+            (1, 0, 0, 1, 0)
+        );
+        // retry must be exactly false: 0, null, "false" keep it pending.
+        for retry in ["0", "null", "\"false\"", "[]"] {
+            let t = format!("{JOB1}\n{{\"event\":\"failed\",\"seq\":1,\"retry\":{retry}}}\n");
+            assert_eq!(scan_text(&t).failed, 0, "{retry}");
+        }
+        let t = format!("{JOB1}\n{{\"event\":\"failed\",\"seq\":1,\"retry\":false}}\n");
+        assert_eq!(scan_text(&t).failed, 1);
+        let t = format!("{JOB1}\n{{\"event\":\"failed\",\"seq\":1}}\n");
+        assert_eq!(scan_text(&t).pending, 1);
+    }
+
+    #[test]
+    fn seq_rules() {
+        for (seq, ok) in [
+            ("1", true),
+            ("100000000", true),
+            ("0", false),
+            ("-0", false),
+            ("-1", false),
+            ("100000001", false),
+            ("1.0", false),
+            ("1e0", false),
+            ("true", false),
+            ("\"1\"", false),
+            ("null", false),
+            ("99999999999999999999999", false),
+        ] {
+            for event in ["job", "started", "completed", "failed", "requeued"] {
+                let t = format!("{{\"event\":\"{event}\",\"seq\":{seq},\"id\":\"x\"}}\n");
+                let s = scan_text(&t);
+                assert_eq!(s.malformed, u64::from(!ok), "{t}");
+            }
+        }
+        let s = scan_text("{\"event\":\"completed\",\"seq\":100000000}\n");
+        assert!(s.bitmap.contains(100_000_000));
+        // A missing seq is malformed for seq kinds, fine for others.
+        let s = scan_text(
+            "{\"event\":\"started\"}\n{\"event\":\"source\"}\n{\"event\":\"progress\"}\n",
+        );
+        assert_eq!(s.malformed, 1);
+    }
+
+    #[test]
+    fn malformed_lines_are_counted_and_skipped() {
+        let text = [
+            JOB1,
+            "garbage",
+            "{\"event\":\"job\",\"seq\":2}", // job without id
+            "{\"event\":\"job\",\"seq\":2,\"id\":7}", // id not a string
+            "{\"seq\":1}",                   // no event
+            "{\"event\":null,\"seq\":1}",    // event not a string
+            "{\"event\":\"completed\",\"seq\":1,}", // trailing comma
+            "{\"event\":\"completed\",\"seq\":1,\"x\":NaN}", // NaN
+            "{\"event\":\"completed\",\"seq\":1,\"x\":\"\\ud800\"}", // lone surrogate
+            "[1]",
+            "   ",
+            "",
+            "{\"event\":\"mystery\"}", // unknown kind: ignored
+            "{\"event\":\"mystery\",\"seq\":\"whatever\"}",
+        ]
+        .join("\n")
+            + "\n";
+        let mut data = text.into_bytes();
+        data.extend_from_slice(b"{\"event\":\"completed\",\"seq\":1}\xff\n");
+        let s = scan_file(file_with(&data), &opts(1, 1 << 16)).unwrap();
+        assert_eq!(s.malformed, 10);
+        assert_eq!((s.total, s.completed, s.pending), (1, 0, 1));
+        assert!(s.bitmap.is_empty());
+    }
+
+    #[test]
+    fn invalid_utf8_anywhere_is_malformed() {
+        let mut data = format!("{JOB1}\n").into_bytes();
+        data.extend_from_slice(b"{\"event\":\"completed\",\"seq\":1,\"ts\":\"\xc3\x28\"}\n");
+        data.extend_from_slice(b"\xef\xbb\xbf{\"event\":\"completed\",\"seq\":1}\n");
+        let s = scan_file(file_with(&data), &opts(1, 64)).unwrap();
+        assert_eq!((s.malformed, s.completed), (2, 0));
+    }
+
+    #[test]
+    fn duplicate_job_lines_first_wins() {
+        let text = [
+            JOB1,
+            r#"{"event":"job","seq":1,"id":"other","ts":"00000000T000000Z"}"#,
+            JOB2,
+        ]
+        .join("\n")
+            + "\n";
+        let s = scan_text(&text);
+        assert_eq!((s.total, s.malformed), (2, 1));
+        assert_eq!(pending_lines(&s), vec![JOB1.to_string(), JOB2.to_string()]);
+        let ids = s.ids.unwrap();
+        assert!(!ids.contains("other"));
+        // The malformed duplicate's ts does not count.
+        assert_eq!(s.first_ts.as_deref(), Some("20260101T000001Z"));
+    }
+
+    #[test]
+    fn events_before_the_job_line_count() {
+        let text = [
+            r#"{"event":"completed","seq":2}"#,
+            r#"{"event":"started","seq":3}"#,
+            JOB1,
+            JOB2,
+            JOB3,
+        ]
+        .join("\n")
+            + "\n";
+        let s = scan_text(&text);
+        assert_eq!((s.total, s.completed, s.in_flight, s.pending), (3, 1, 1, 2));
+    }
+
+    #[test]
+    fn torn_tail() {
+        let s = scan_text(&format!("{JOB1}\n{{\"event\":\"completed\",\"seq\":1}}"));
+        assert_eq!((s.malformed, s.completed, s.pending), (1, 0, 1));
+        let s = scan_text(&format!("{JOB1}\n{{\"event\":\"compl"));
+        assert_eq!(s.malformed, 1);
+        // A blank torn tail is ignored.
+        let s = scan_text(&format!("{JOB1}\n  \r"));
+        assert_eq!(s.malformed, 0);
+        // A job line without its newline is not a job.
+        let s = scan_text(JOB1);
+        assert_eq!((s.total, s.malformed), (0, 1));
+    }
+
+    #[test]
+    fn crlf_lines() {
+        let text = format!("{JOB1}\r\n{{\"event\":\"completed\",\"seq\":1}}\r\n\r\n");
+        let s = scan_text(&text);
+        assert_eq!((s.total, s.completed, s.malformed), (1, 1, 0));
+    }
+
+    #[test]
+    fn source_and_resolved() {
+        let s = scan_text("{\"event\":\"resolved\"}\n");
+        assert_eq!((s.source.as_deref(), s.resolved), (None, true));
+        let s = scan_text(" {\"event\":\"source\",\"query\":\"q1\"} \r\n");
+        assert_eq!(
+            s.source.as_deref(),
+            Some("{\"event\":\"source\",\"query\":\"q1\"}")
+        );
+        assert!(!s.resolved);
+        let s = scan_text(
+            "{\"event\":\"source\",\"query\":\"q1\"}\n{\"event\":\"resolved\"}\n{\"event\":\"source\",\"query\":\"q2\"}\n",
+        );
+        assert_eq!(
+            s.source.as_deref(),
+            Some("{\"event\":\"source\",\"query\":\"q2\"}")
+        );
+        assert!(!s.resolved);
+        let s = scan_text(
+            "{\"event\":\"source\",\"query\":\"q2\"}\n{\"event\":\"resolved\",\"ts\":\"z\"}\n{\"event\":\"resolvedx\"}\n",
+        );
+        assert!(s.resolved);
+        assert_eq!(s.last_ts.as_deref(), Some("z"));
+        // A malformed source line is not a source line.
+        let s = scan_text("{\"event\":\"source\",\"query\":\"q\"}\n{\"event\":\"source\",}\n");
+        assert_eq!(
+            s.source.as_deref(),
+            Some("{\"event\":\"source\",\"query\":\"q\"}")
+        );
+    }
+
+    #[test]
+    fn timestamps_and_errors() {
+        let text = [
+            r#"{"event":"started","seq":1,"ts":"b"}"#,
+            r#"{"event":"started","seq":1,"ts":"\u00e9"}"#,
+            r#"{"event":"started","seq":1,"ts":"a"}"#,
+            r#"{"event":"started","seq":1,"ts":5}"#,
+            r#"{"event":"mystery","ts":"0"}"#,
+            r#"{"event":"started","seq":0,"ts":"0"}"#,
+            r#"{"event":"failed","seq":1,"error":"x\u00e9"}"#,
+            r#"{"event":"failed","seq":1,"error":"xé"}"#,
+            r#"{"event":"failed","seq":1,"error":"b"}"#,
+            r#"{"event":"failed","seq":1,"error":"a"}"#,
+            r#"{"event":"failed","seq":1,"error":null}"#,
+            r#"{"event":"failed","seq":0,"error":"a"}"#,
+            r#"{"event":"completed","seq":1,"error":"a"}"#,
+        ]
+        .join("\n")
+            + "\n";
+        let s = scan_text(&text);
+        assert_eq!(s.first_ts.as_deref(), Some("a"));
+        assert_eq!(s.last_ts.as_deref(), Some("é"));
+        assert_eq!(
+            s.errors,
+            vec![
+                ("xé".to_string(), 2),
+                ("a".to_string(), 1),
+                ("b".to_string(), 1)
+            ]
+        );
+        assert_eq!(s.malformed, 2);
+    }
+
+    #[test]
+    fn bytes_completed_sums_every_completed_event() {
+        let text = [
+            r#"{"event":"completed","seq":1,"extra":{"item_size":18446744073709551615}}"#,
+            r#"{"event":"completed","seq":1,"extra":{"item_size":18446744073709551615}}"#,
+            r#"{"event":"completed","seq":2,"extra":{"item_size":-5}}"#,
+            r#"{"event":"completed","seq":2,"extra":{"item_size":1.5}}"#,
+            r#"{"event":"completed","seq":2,"extra":{"item_size":"5"}}"#,
+            r#"{"event":"failed","seq":2,"extra":{"item_size":5}}"#,
+            r#"{"event":"completed","seq":0,"extra":{"item_size":5}}"#,
+        ]
+        .join("\n")
+            + "\n";
+        let s = scan_text(&text);
+        assert_eq!(s.bytes_completed, 2 * u128::from(u64::MAX));
+    }
+
+    #[test]
+    fn pending_in_seq_order_even_when_written_out_of_order() {
+        let text = [
+            r#"{"event":"job","seq":5,"id":"e"}"#,
+            r#"{"event":"job","seq":2,"id":"b"}"#,
+            r#"{"event":"job","seq":9,"id":"i"}"#,
+            r#"{"event":"job","seq":1,"id":"a"}"#,
+            r#"{"event":"completed","seq":9}"#,
+        ]
+        .join("\n")
+            + "\n";
+        for threads in 1..=4 {
+            let s = scan_file(file_with(text.as_bytes()), &opts(threads, 8)).unwrap();
+            assert_eq!(s.pending_jobs.seqs(), vec![1, 2, 5]);
+            assert_eq!(s.max_seq, 9);
+            let lines = pending_lines(&s);
+            assert_eq!(lines[0], r#"{"event":"job","seq":1,"id":"a"}"#);
+            assert_eq!(lines[2], r#"{"event":"job","seq":5,"id":"e"}"#);
+        }
+    }
+
+    /// A deterministic pseudo-random log with every feature in it.
+    fn messy_log(n: usize, seed: u64) -> Vec<u8> {
+        let mut x = seed;
+        let mut rnd = move |m: u64| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x % m
+        };
+        let mut out = Vec::new();
+        let mut next_job = 1u64;
+        for _ in 0..n {
+            let seq = 1 + rnd(next_job + 2);
+            let ts = format!("2026{:02}01T0000{:02}Z", 1 + rnd(12), rnd(60));
+            let line = match rnd(20) {
+                0..=3 => {
+                    next_job += 1;
+                    format!(
+                        "{{\"event\":\"job\",\"seq\":{},\"id\":\"item-{}\",\"ts\":\"{ts}\"}}",
+                        next_job - 1,
+                        rnd(1000)
+                    )
+                }
+                4 => format!("{{\"event\":\"job\",\"seq\":{seq},\"id\":\"dup-{seq}\"}}"),
+                5..=6 => format!("{{\"event\":\"started\",\"seq\":{seq},\"ts\":\"{ts}\"}}"),
+                7..=9 => format!(
+                    "{{\"event\":\"completed\",\"seq\":{seq},\"ts\":\"{ts}\",\"extra\":{{\"item_size\":{}}}}}",
+                    rnd(1 << 20)
+                ),
+                10 => format!(
+                    "{{\"event\":\"failed\",\"seq\":{seq},\"error\":\"e{}\",\"retry\":{}}}",
+                    rnd(4),
+                    if rnd(2) == 0 { "false".into() } else { rnd(3).to_string() }
+                ),
+                11 => format!("{{\"event\":\"requeued\",\"seq\":{seq}}}"),
+                12 => format!("{{\"event\":\"source\",\"n\":{}}}", rnd(100)),
+                13 => "{\"event\":\"resolved\"}".to_string(),
+                14 => "{\"event\":\"completed\",\"seq\":".to_string(),
+                15 => String::new(),
+                16 => format!(" {{ \"seq\" : {seq} , \"event\" : \"st\\u0061rted\" }} \r"),
+                17 => format!("{{\"event\":\"unknown\",\"seq\":{seq}}}"),
+                18 => format!("{{\"event\":\"completed\",\"seq\":{}}}", rnd(300)),
+                _ => "\u{1}".to_string(),
+            };
+            out.extend_from_slice(line.as_bytes());
+            out.push(b'\n');
+        }
+        out.extend_from_slice(b"{\"event\":\"comp");
+        out
+    }
+
+    fn messy_log_without_dups(n: usize, seed: u64) -> Vec<u8> {
+        let text = String::from_utf8(messy_log(n, seed)).unwrap();
+        text.split('\n')
+            .filter(|l| !l.contains("dup-"))
+            .collect::<Vec<_>>()
+            .join("\n")
+            .into_bytes()
+    }
+
+    #[test]
+    fn threads_and_block_sizes_do_not_change_the_snapshot() {
+        for (seed, data) in [
+            (1, messy_log(3000, 1)),
+            (2, messy_log(500, 2)),
+            (3, messy_log_without_dups(3000, 3)),
+            (4, messy_log_without_dups(40, 4)),
+        ] {
+            let reference = scan_file(file_with(&data), &opts(1, 1 << 20)).unwrap();
+            assert!(
+                reference.total > 0 && reference.malformed > 0,
+                "seed {seed}"
+            );
+            for threads in [1, 2, 3, 5, 8, 13] {
+                for block in [1, 3, 17, 64, 1000] {
+                    let mut o = opts(threads, block);
+                    o.wide_keys = block == 17;
+                    let s = scan_file(file_with(&data), &o).unwrap();
+                    assert_eq!(s, reference, "seed {seed} threads {threads} block {block}");
+                    assert_eq!(pending_lines(&s), pending_lines(&reference));
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn every_split_point_of_a_small_log() {
+        let data = messy_log_without_dups(60, 9);
+        let reference = scan_file(file_with(&data), &opts(1, 1 << 20)).unwrap();
+        let f = file_with(&data);
+        let size = data.len() as u64;
+        // Two ranges cut at every possible byte (rounded to line starts).
+        for cut in 0..=size {
+            let bounds = [0, next_line_start(&f, cut, size).unwrap(), size];
+            let a = scan_range::<u64>(&f, bounds[0], bounds[1], &opts(1, 7)).unwrap();
+            let b = scan_range::<u64>(&f, bounds[1], bounds[2], &opts(1, 7)).unwrap();
+            let mut a = a;
+            assert!(!a.absorb(b));
+            assert_eq!(a.finish(f.clone(), size), reference, "cut {cut}");
+        }
+    }
+
+    #[test]
+    fn fold_is_associative() {
+        let states: Vec<u8> = (0u8..16).collect();
+        for &a in &states {
+            for &b in &states {
+                for &c in &states {
+                    assert_eq!(
+                        fold_state(fold_state(a, b), c),
+                        fold_state(a, fold_state(b, c))
+                    );
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn split_lands_on_line_starts() {
+        let data = b"aaaa\nbb\n\nccccccc\nd";
+        let f = file_with(data);
+        let size = data.len() as u64;
+        assert_eq!(next_line_start(&f, 0, size).unwrap(), 0);
+        assert_eq!(next_line_start(&f, 1, size).unwrap(), 5);
+        assert_eq!(next_line_start(&f, 5, size).unwrap(), 5);
+        assert_eq!(next_line_start(&f, 6, size).unwrap(), 8);
+        assert_eq!(next_line_start(&f, 9, size).unwrap(), 9);
+        assert_eq!(next_line_start(&f, 18, size).unwrap(), size);
+        for n in 1..30 {
+            let b = split(&f, size, n).unwrap();
+            assert_eq!((b[0], *b.last().unwrap()), (0, size));
+            assert!(b.windows(2).all(|w| w[0] < w[1]));
+            for &x in &b[1..b.len() - 1] {
+                assert_eq!(data[x as usize - 1], b'\n');
+            }
+        }
+        let empty = file_with(b"");
+        assert_eq!(split(&empty, 0, 4).unwrap(), vec![0, 0]);
+    }
+
+    #[test]
+    fn cross_range_duplicate_falls_back_to_one_pass() {
+        let mut text = String::new();
+        for seq in 1..=50 {
+            text += &format!(
+                "{{\"event\":\"job\",\"seq\":{seq},\"id\":\"i{seq}\",\"ts\":\"t{seq:03}\"}}\n"
+            );
+        }
+        // Duplicates of seq 1 late in the file, with extreme ts and new ids.
+        text += "{\"event\":\"job\",\"seq\":1,\"id\":\"late\",\"ts\":\"a\"}\n";
+        text += "{\"event\":\"job\",\"seq\":1,\"id\":\"later\",\"ts\":\"z\"}\n";
+        let reference = scan_file(file_with(text.as_bytes()), &opts(1, 1 << 20)).unwrap();
+        assert_eq!((reference.total, reference.malformed), (50, 2));
+        assert_eq!(reference.first_ts.as_deref(), Some("t001"));
+        assert_eq!(reference.last_ts.as_deref(), Some("t050"));
+        assert!(!reference.ids.as_ref().unwrap().contains("late"));
+        for threads in 2..6 {
+            let s = scan_file(file_with(text.as_bytes()), &opts(threads, 5)).unwrap();
+            assert_eq!(s, reference);
+        }
+    }
+
+    #[test]
+    fn stray_huge_seqs_stay_cheap() {
+        let text = "{\"event\":\"job\",\"seq\":100000000,\"id\":\"x\"}\n{\"event\":\"completed\",\"seq\":99999999}\n";
+        let s = scan_text(text);
+        assert_eq!((s.total, s.max_seq, s.pending), (1, 100_000_000, 1));
+        assert!(s.bitmap.contains(99_999_999));
+    }
+
+    #[test]
+    fn missing_file_is_an_os_error() {
+        let err = scan_path(
+            Path::new("/nonexistent/iabulk.jsonl"),
+            &ScanOptions::default(),
+        )
+        .unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::NotFound);
+        let dir = tempfile::tempdir().unwrap();
+        assert!(scan_path(dir.path(), &ScanOptions::default()).is_err());
+    }
+
+    #[test]
+    fn default_options_scan_a_file_by_path() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("log.jsonl");
+        std::fs::write(&path, format!("{JOB1}\n{JOB2}\n")).unwrap();
+        let s = scan_path(&path, &ScanOptions::default()).unwrap();
+        assert_eq!((s.total, s.pending, s.ids.is_none()), (2, 2, true));
+    }
+}

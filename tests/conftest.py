@@ -7,7 +7,6 @@ a client subprocess (``iabulk``, ``ia`` or ``python``) that must talk to one.
 
 from __future__ import annotations
 
-import os
 import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -20,23 +19,14 @@ REPO = Path(__file__).resolve().parent.parent
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
-from tests.standin import ArchiveStandin, Corpus, FaultPlan  # noqa: E402
-
-VENV_BIN = Path(sys.executable).parent
+from tests.standin import ArchiveStandin, Corpus, FaultPlan
 
 
 def iabulk_env(srv: ArchiveStandin, **extra: str) -> dict[str, str]:
-    """os.environ + ``srv.env()``, the venv's ``bin`` first on PATH, plus ``extra``.
-
-    With it, ``iabulk``/``ia``/``python`` subprocesses reach only the stand-in:
-    proxies, CA bundle and ``IA_CONFIG_FILE`` all point at it.
-    """
-    env = dict(os.environ)
-    env.update(srv.env())
-    env["PATH"] = os.pathsep.join([str(VENV_BIN), env.get("PATH", "")])
-    env["PYTHONUNBUFFERED"] = "1"
-    env.update(extra)
-    return env
+    """The whole environment for an ``iabulk``/``ia``/``python`` subprocess that
+    must reach only ``srv``: os.environ + ``srv.env()`` (proxies, CA bundle,
+    ``IA_CONFIG_FILE``), the venv's ``bin`` first on PATH, then ``extra``."""
+    return srv.client_env(**extra)
 
 
 @pytest.fixture

@@ -21,12 +21,16 @@ from .server import ArchiveStandin
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m tests.standin", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(
+        prog="python -m tests.standin", description=__doc__.split("\n")[0]
+    )
     parser.add_argument("--preset", required=True, choices=sorted(PRESETS))
     parser.add_argument("--port", type=int, default=0, help="port on 127.0.0.1 (0: any free one)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the preset's sizes")
     parser.add_argument("--scale", type=float, default=1.0, help="shrink the preset's counts")
-    parser.add_argument("--faults", default="", help="fault spec, e.g. seed=3,503=0.05,retry_after=1")
+    parser.add_argument(
+        "--faults", default="", help="fault spec, e.g. seed=3,503=0.05,retry_after=1"
+    )
     parser.add_argument("--warm", action="store_true", help="compute all checksums before serving")
     args = parser.parse_args(argv)
 
@@ -37,7 +41,12 @@ def main(argv: list[str] | None = None) -> int:
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: done.set())
     with ArchiveStandin(corpus, FaultPlan.from_spec(args.faults), port=args.port) as srv:
-        ready = {"proxy": srv.proxy_url, "ca_bundle": srv.ca_bundle, "control": srv.control_url, "env": srv.env()}
+        ready = {
+            "proxy": srv.proxy_url,
+            "ca_bundle": srv.ca_bundle,
+            "control": srv.control_url,
+            "env": srv.env(),
+        }
         print(json.dumps(ready), flush=True)
         done.wait()
     return 0

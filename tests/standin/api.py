@@ -44,7 +44,7 @@ from .corpus import Corpus
 from .query import QueryError
 
 MIN_COUNT, MAX_COUNT = 100, 10000
-_DATA_PATH = re.compile(r"/(\d+)/items/(.+)")
+_DATA_PATH = re.compile(r"/(\d+)/items/(.+)", re.DOTALL)
 _RANGE = re.compile(r"bytes=(\d*)-(\d*)")
 UNSATISFIABLE = "unsatisfiable"
 
@@ -88,7 +88,9 @@ def status_reply(
 ) -> Reply:
     """A plain nginx-style page for a status, as archive.org's front ends send."""
     phrase = HTTPStatus(status).phrase
-    page = f"<html><head><title>{status} {phrase}</title></head><body><h1>{phrase}</h1></body></html>"
+    page = (
+        f"<html><head><title>{status} {phrase}</title></head><body><h1>{phrase}</h1></body></html>"
+    )
     body = BytesBody(page.encode())
     return Reply(status, kind, body, [("Content-Type", "text/html"), *(headers or [])], **about)
 
@@ -207,9 +209,8 @@ class ArchiveAPI:
             return status_reply("redirect", 403, **about)
         if self.corpus.size(item, name) is None:
             return status_reply("redirect", 404, **about)
-        location = "{}://{}/{}/items/{}/{}".format(
-            req.scheme, item.servers[0], item.dir_number, _quote(item.identifier), _quote(name)
-        )
+        node, n = item.servers[0], item.dir_number
+        location = f"{req.scheme}://{node}/{n}/items/{_quote(item.identifier)}/{_quote(name)}"
         return status_reply("redirect", 302, [("Location", location)], **about)
 
     def data(self, req: ApiRequest, item_path: str) -> Reply:

@@ -58,7 +58,7 @@ def stable_int(*parts: str) -> int:
 class Item:
     """One archive.org item: identifier, metadata, and its data files' sizes."""
 
-    __slots__ = ("identifier", "metadata", "files", "dark", "created")
+    __slots__ = ("created", "dark", "files", "identifier", "metadata")
 
     def __init__(
         self, identifier: str, metadata: dict[str, Any], files: dict[str, int], dark: bool
@@ -146,8 +146,8 @@ class Corpus:
             "publicdate": time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(item.created)),
             "uploader": "tester@example.org",
             **(metadata or {}),
-            "identifier": identifier,
         }
+        item.metadata["identifier"] = identifier
         with self._lock:
             self._items[identifier] = item
             self._version += 1
@@ -172,6 +172,9 @@ class Corpus:
 
     def __len__(self) -> int:
         return len(self._items)
+
+    def __getitem__(self, identifier: str) -> Item:
+        return self._items[identifier]
 
     def identifiers(self) -> list[str]:
         return list(self._items)
@@ -306,7 +309,9 @@ class Corpus:
         else:
             lines = ['<?xml version="1.0" encoding="UTF-8"?>', "<files>"]
             for entry in self.file_entries(item)[:-1]:
-                lines.append(f"  <file name={quoteattr(entry['name'])} source={quoteattr(entry['source'])}>")
+                lines.append(
+                    f"  <file name={quoteattr(entry['name'])} source={quoteattr(entry['source'])}>"
+                )
                 for key in ("mtime", "size", "md5", "crc32", "sha1", "format"):
                     lines.append(f"    <{key}>{escape(entry[key])}</{key}>")
                 lines.append("  </file>")
@@ -361,7 +366,9 @@ def _many_small(corpus: Corpus, rng: random.Random, scale: float) -> None:
 
 def _few_large(corpus: Corpus, rng: random.Random, scale: float) -> None:
     for i in range(_count(50, scale)):
-        corpus.add_item(f"few-large-{i:03d}", [(f"large-{i:03d}.bin", 20 * MIB)], collection="few-large")
+        corpus.add_item(
+            f"few-large-{i:03d}", [(f"large-{i:03d}.bin", 20 * MIB)], collection="few-large"
+        )
 
 
 def _wide_item(corpus: Corpus, rng: random.Random, scale: float) -> None:
@@ -374,7 +381,9 @@ def _wide_item(corpus: Corpus, rng: random.Random, scale: float) -> None:
 
 def _tiny_100k(corpus: Corpus, rng: random.Random, scale: float) -> None:
     for i in range(_count(100_000, scale)):
-        corpus.add_item(f"tiny-{i:06d}", [("tiny.txt", 1000 + rng.randint(0, 48))], collection="tiny-100k")
+        corpus.add_item(
+            f"tiny-{i:06d}", [("tiny.txt", 1000 + rng.randint(0, 48))], collection="tiny-100k"
+        )
 
 
 def _demo(corpus: Corpus, rng: random.Random, scale: float) -> None:
@@ -392,7 +401,11 @@ def _demo(corpus: Corpus, rng: random.Random, scale: float) -> None:
     corpus.add_item("demo-large-2", [("archive.zip", 6 * MIB), ("readme.txt", 2 * KIB)])
     corpus.add_item(
         "demo-subdirs",
-        [("docs/readme.txt", 3 * KIB), ("docs/img/cover.jpg", 40 * KIB), ("a/b/c/deep.bin", 9 * KIB)],
+        [
+            ("docs/readme.txt", 3 * KIB),
+            ("docs/img/cover.jpg", 40 * KIB),
+            ("a/b/c/deep.bin", 9 * KIB),
+        ],
     )
     corpus.add_item(
         "demo-spaces",

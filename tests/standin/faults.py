@@ -169,7 +169,9 @@ class FaultPlan:
         with self._lock:
             for rule in self._rules:
                 if rule.queue and rule.matches(req):
-                    return Fault(rule.queue.popleft(), self._hash("first", req.target, len(rule.queue)))
+                    return Fault(
+                        rule.queue.popleft(), self._hash("first", req.target, len(rule.queue))
+                    )
             pages = self._pages.get(req.page) if req.kind == "search" and req.page else None
             if pages:
                 return Fault(pages.popleft(), self._hash("page", req.target, len(pages)))

@@ -23,20 +23,22 @@ copies), which is what keeps a single connection at hundreds of MB/s.
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import socket
 import struct
+import sys
 import tempfile
 import threading
 import time
+from collections.abc import Iterator
 from email.message import Message
 from email.utils import formatdate
 from http import HTTPStatus
 from http.client import HTTPException, parse_headers
 from pathlib import Path
-from collections.abc import Iterator
-from typing import Any, NamedTuple
-from urllib.parse import parse_qs, unquote, urlsplit
+from typing import Any, NamedTuple, final
+from urllib.parse import parse_qs, unquote_to_bytes, urlsplit
 
 from .api import ApiRequest, ArchiveAPI, Reply, status_reply
 from .content import Body
@@ -64,6 +66,7 @@ screenname = tester
 """
 
 
+@final
 class ArchiveStandin:
     """A local archive.org, reached as an HTTP(S) proxy on 127.0.0.1.
 
@@ -157,7 +160,11 @@ class ArchiveStandin:
         bypass or override it, and the CA goes in every variable a client
         library might consult.
         """
-        env = {"IA_CONFIG_FILE": self.ia_config_file, "IA_ACCESS_KEY_ID": "", "IA_SECRET_ACCESS_KEY": ""}
+        env = {
+            "IA_CONFIG_FILE": self.ia_config_file,
+            "IA_ACCESS_KEY_ID": "",
+            "IA_SECRET_ACCESS_KEY": "",
+        }
         for name, value in [
             ("HTTP_PROXY", self.proxy_url),
             ("HTTPS_PROXY", self.proxy_url),
@@ -167,6 +174,15 @@ class ArchiveStandin:
             env[name] = env[name.lower()] = value
         for name in ("REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE", "SSL_CERT_FILE"):
             env[name] = self.ca_bundle
+        return env
+
+    def client_env(self, **extra: str) -> dict[str, str]:
+        """A whole environment for a client subprocess: ``os.environ``, then
+        :meth:`env`, this interpreter's ``bin`` directory first on ``PATH`` (so
+        ``iabulk``/``ia`` from the same virtualenv are found), then ``extra``."""
+        env = {**os.environ, **self.env(), "PYTHONUNBUFFERED": "1"}
+        env["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", "")])
+        env.update(extra)
         return env
 
     def counters(self) -> dict[str, Any]:
@@ -192,7 +208,9 @@ class ArchiveStandin:
             conn = _Connection(self, sock)
             with self._lock:
                 self._connections.add(conn)
-            threading.Thread(target=self._run, args=(conn,), name="standin-conn", daemon=True).start()
+            threading.Thread(
+                target=self._run, args=(conn,), name="standin-conn", daemon=True
+            ).start()
 
     def _run(self, conn: _Connection) -> None:
         try:
@@ -287,7 +305,9 @@ class _Connection:
         if self.tunnel_host is not None:
             if not req.target.startswith("/"):
                 raise _BadRequest("inside a tunnel, requests use origin-form targets")
-            return self._archive(req, "https", req.headers.get("Host") or self.tunnel_host, req.target)
+            return self._archive(
+                req, "https", req.headers.get("Host") or self.tunnel_host, req.target
+            )
         if req.method == "CONNECT":
             return self._connect(req)
         if req.target.startswith("/"):
@@ -340,7 +360,8 @@ class _Connection:
             method=req.method,
             scheme=scheme,
             host=host,
-            path=unquote(raw_path, errors="replace"),
+            # Bytes first: a careless client may send raw UTF-8 instead of %XX.
+            path=unquote_to_bytes(raw_path.encode("latin-1")).decode("utf-8", "replace"),
             query=parse_qs(raw_query, keep_blank_values=True),
             headers=req.headers,
         )
@@ -348,7 +369,9 @@ class _Connection:
         try:
             reply = self.server.api.handle(api_req)
             plan = self.server.faults
-            about = RequestInfo(reply.kind, target, api_req.path, reply.identifier, reply.name, reply.page)
+            about = RequestInfo(
+                reply.kind, target, api_req.path, reply.identifier, reply.name, reply.page
+            )
             fault = plan.decide(about)
             if reply.kind == "metadata" and plan.metadata_delay > 0:
                 self.stats.fault("metadata_delay")
@@ -365,7 +388,9 @@ class _Connection:
         finally:
             self.stats.end()
 
-    def _send(self, reply: Reply, fault: Fault | None, plan: FaultPlan, head: bool, keep_alive: bool) -> bool:
+    def _send(
+        self, reply: Reply, fault: Fault | None, plan: FaultPlan, head: bool, keep_alive: bool
+    ) -> bool:
         """Write the reply, applying a body fault; False when the connection is gone."""
         body = reply.body
         with_body = not head and body.length > 0
@@ -446,7 +471,11 @@ class _Connection:
         if (req.method, path) == ("POST", "/_standin/faults"):
             try:
                 data = json.loads(req.body or b"{}")
-                plan = FaultPlan.from_spec(data) if isinstance(data, str) else FaultPlan.from_dict(data)
+                plan = (
+                    FaultPlan.from_spec(data)
+                    if isinstance(data, str)
+                    else FaultPlan.from_dict(data)
+                )
             except (ValueError, TypeError, KeyError, AttributeError) as exc:
                 return self._send_json({"error": f"bad fault plan: {exc}"}, 400, req.keep_alive)
             server.faults = plan

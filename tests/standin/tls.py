@@ -75,21 +75,24 @@ def certificate_files() -> CertificateFiles:
 def _make() -> CertificateFiles:
     directory = Path(tempfile.mkdtemp(prefix="iabulk-standin-ca-"))
     atexit.register(shutil.rmtree, directory, True)
-    ca_cnf = directory / "ca.cnf"
-    ca_cnf.write_text(_CA_CONFIG)
-    ext = directory / "server.ext"
-    ext.write_text(_SERVER_EXTENSIONS.format(sans=", ".join(f"DNS:{h}" for h in HOST_NAMES)))
-    ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"]
+    (directory / "ca.cnf").write_text(_CA_CONFIG)
+    (directory / "server.ext").write_text(
+        _SERVER_EXTENSIONS.format(sans=", ".join(f"DNS:{h}" for h in HOST_NAMES))
+    )
+    ec = "-newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes"
+    serial = secrets.token_hex(16)
 
-    def openssl(*args: str) -> None:
-        subprocess.run(["openssl", *args], cwd=directory, check=True, capture_output=True)
+    def openssl(command: str) -> None:  # every argument is space-free
+        subprocess.run(
+            ["openssl", *command.split()], cwd=directory, check=True, capture_output=True
+        )
 
-    openssl("req", "-x509", *ec, "-config", str(ca_cnf), "-days", "30", "-keyout", "ca.key",
-            "-out", "ca.pem")  # fmt: skip
-    openssl("req", *ec, "-subj", "/CN=archive.org", "-keyout", "server.key", "-out", "server.csr")
-    serial = "0x" + secrets.token_hex(16)
-    openssl("x509", "-req", "-in", "server.csr", "-CA", "ca.pem", "-CAkey", "ca.key", "-days", "30",
-            "-set_serial", serial, "-extfile", str(ext), "-out", "server.pem")  # fmt: skip
+    openssl(f"req -x509 {ec} -config ca.cnf -days 30 -keyout ca.key -out ca.pem")
+    openssl(f"req {ec} -subj /CN=archive.org -keyout server.key -out server.csr")
+    openssl(
+        f"x509 -req -in server.csr -CA ca.pem -CAkey ca.key -days 30 -set_serial 0x{serial}"
+        " -extfile server.ext -out server.pem"
+    )
     return CertificateFiles(
         ca_bundle=str(directory / "ca.pem"),
         cert=str(directory / "server.pem"),

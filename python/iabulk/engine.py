@@ -154,6 +154,8 @@ class BulkEngine:
             with self._cond:
                 while self._in_flight:
                     self._cond.wait(0.2)
+        if self._fatal is None:
+            self.joblog.sync()  # the buffered `started` lines, for `status`
         if self._fatal is not None:
             raise self._fatal
         self.summary.interrupted = self._stopping

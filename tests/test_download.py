@@ -1,0 +1,333 @@
+"""`iabulk download` end to end: the real command, over real sockets, against the stand-in.
+
+Every test runs the installed ``iabulk`` as a subprocess with the stand-in's
+environment (HTTPS through CONNECT, a throw-away CA), then checks what is on
+disk by md5 against the corpus and what the job log says.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from iabulk import JobLog
+from iabulk.workers.download import PART_SUFFIX
+from tests.standin import ArchiveStandin, Corpus, FaultPlan
+
+IABULK = str(Path(sys.executable).with_name("iabulk"))
+
+
+def iabulk(srv: ArchiveStandin, *args: str, timeout: float = 180) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [IABULK, *args], env=srv.client_env(), capture_output=True, text=True, timeout=timeout
+    )
+
+
+def md5_of(path: Path) -> str:
+    return hashlib.md5(path.read_bytes()).hexdigest()
+
+
+def assert_verified(corpus: Corpus, destdir: Path, identifiers: list[str]) -> None:
+    """Every file of every item is on disk with the corpus's size and md5; no leftovers."""
+    for identifier in identifiers:
+        expected = corpus.expected(identifier)
+        assert expected, identifier
+        for name, (size, md5) in expected.items():
+            path = destdir / identifier / name
+            assert path.is_file(), path
+            assert path.stat().st_size == size, path
+            assert md5_of(path) == md5, path
+    assert not list(destdir.rglob("*" + PART_SUFFIX))
+
+
+def log_events(path: Path) -> list[dict[str, Any]]:
+    with open(path, encoding="utf-8") as lines:
+        return [json.loads(line) for line in lines]
+
+
+def failures_by_id(path: Path) -> dict[str, list[Any]]:
+    events = log_events(path)
+    ids = {e["seq"]: e["id"] for e in events if e["event"] == "job"}
+    out: dict[str, list[Any]] = {}
+    for e in events:
+        if e["event"] == "failed":
+            out.setdefault(ids[e["seq"]], []).append((e["error"], e["retry"]))
+    return out
+
+
+def corpus_of(n: int, collection: str = "c", size: int = 2048, files: int = 1) -> Corpus:
+    corpus = Corpus()
+    for i in range(n):
+        corpus.add_item(
+            f"{collection}-item-{i:04d}",
+            [(f"file-{j}.bin", size + 37 * i + j) for j in range(files)],
+            collection=collection,
+        )
+    return corpus
+
+
+@pytest.fixture
+def dest(tmp_path: Path) -> Path:
+    d = tmp_path / "files"
+    d.mkdir()
+    return d
+
+
+def test_search_across_cursor_pages_downloads_every_file_verified(
+    standin: Callable[..., ArchiveStandin], tmp_path: Path, dest: Path
+) -> None:
+    corpus = corpus_of(230)
+    srv = standin(corpus)
+    log = tmp_path / "run.jsonl"
+    result = iabulk(srv, "download", "--search", "collection:c", "--search-param", "count:100",
+                    "-w", "6", "--joblog", str(log), "--destdir", str(dest), "--disk-margin", "0")
+    assert result.returncode == 0, result.stderr
+    assert srv.counters()["requests_by_kind"]["search"] >= 3  # three cursor pages
+    assert_verified(corpus, dest, corpus.identifiers())
+    assert JobLog(log).status() == {"total": 230, "completed": 230, "failed": 0, "pending": 0}
+
+
+def test_itemlist_skips_blank_lines_and_duplicates(
+    standin: Callable[..., ArchiveStandin], tmp_path: Path, dest: Path
+) -> None:
+    corpus = corpus_of(5)
+    srv = standin(corpus)
+    ids = corpus.identifiers()
+    itemlist = tmp_path / "items.txt"
+    itemlist.write_text("\n".join([ids[0], "", ids[1], ids[0], "  ", *ids[2:], ids[4]]) + "\n")
+    log = tmp_path / "run.jsonl"
+    result = iabulk(srv, "download", "--itemlist", str(itemlist), "--joblog", str(log),
+                    "--destdir", str(dest), "--disk-margin", "0")
+    assert result.returncode == 0, result.stderr
+    assert "2 duplicate(s) and 2 empty line(s) skipped" in result.stderr
+    assert JobLog(log).status()["total"] == 5
+    assert_verified(corpus, dest, ids)
+
+
+def test_identifiers_as_arguments(
+    standin: Callable[..., ArchiveStandin], tmp_path: Path, dest: Path
+) -> None:
+    corpus = corpus_of(3, files=3)
+    srv = standin(corpus)
+    ids = corpus.identifiers()
+    log = tmp_path / "run.jsonl"
+    result = iabulk(srv, "download", *ids, "--joblog", str(log), "--destdir", str(dest),
+                    "--disk-margin", "0", "-q")
+    assert result.returncode == 0, result.stderr
+    assert result.stderr == ""  # --quiet: nothing but errors
+    assert_verified(corpus, dest, ids)
+
+
+def wait_for(predicate: Callable[[], bool], timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError("condition not met in time")
+        time.sleep(0.05)
+
+
+def completed_count(log: Path) -> int:
+    if not log.exists():
+        return 0
+    return JobLog(log).snapshot().completed
+
+
+def test_sigint_exits_promptly_with_130_and_resume_by_joblog_alone_finishes(
+    standin: Callable[..., ArchiveStandin], tmp_path: Path, dest: Path
+) -> None:
+    corpus = corpus_of(12, size=400_000)
+    srv = standin(corpus, FaultPlan(bandwidth=600_000))
+    log = tmp_path / "run.jsonl"
+    proc = subprocess.Popen(
+        [IABULK, "download", "--search", "collection:c", "-w", "3", "--joblog", str(log),
+         "--destdir", str(dest), "--disk-margin", "0"],
+        env=srv.client_env(), stderr=subprocess.PIPE, text=True,
+    )
+    wait_for(lambda: completed_count(log) >= 1)
+    interrupted_at = time.monotonic()
+    proc.send_signal(signal.SIGINT)
+    _, stderr = proc.communicate(timeout=30)
+    assert time.monotonic() - interrupted_at < 5, "the first Ctrl-C must stop promptly"
+    assert proc.returncode == 130, stderr
+    assert "resume" in stderr
+    snap = JobLog(log).snapshot()
+    assert 1 <= snap.completed < 12
+
+    result = iabulk(srv, "download", "--joblog", str(log), "-w", "6")
+    assert result.returncode == 0, result.stderr
+    assert_verified(corpus, dest, corpus.identifiers())
+    assert JobLog(log).status()["completed"] == 12
+
+    again = iabulk(srv, "download", "--search", "collection:c", "--joblog", str(log),
+                   "--destdir", str(dest))
+    assert again.returncode == 0, again.stderr
+    assert "nothing left to do" in again.stderr
+
+
+def test_second_ctrl_c_exits_at_once(
+    standin: Callable[..., ArchiveStandin], tmp_path: Path, dest: Path
+) -> None:
+    corpus = corpus_of(4, size=2_000_000)
+    srv = standin(corpus, FaultPlan(bandwidth=200_000))
+    log = tmp_path / "run.jsonl"
+    proc = subprocess.Popen(
+        [IABULK, "download", "--search", "collection:c", "-w", "2", "--joblog", str(log),
+         "--destdir", str(dest), "--disk-margin", "0"],
+        env=srv.client_env(), stderr=subprocess.PIPE, text=True,
+    )
+    wait_for(lambda: bool(list(dest.rglob("*" + PART_SUFFIX))))
+    proc.send_signal(signal.SIGINT)
+    proc.send_signal(signal.SIGINT)
+    proc.communicate(timeout=10)
+    assert proc.returncode == 130
+
+
+def test_rerun_resumes_partial_file_with_range(
+    standin: Callable[..., ArchiveStandin], tmp_path: Path, dest: Path
+) -> None:
+    corpus = corpus_of(1, size=3_000_000)
+    srv = standin(corpus, FaultPlan(bandwidth=1_000_000))
+    log = tmp_path / "run.jsonl"
+    args = ["download", "--search", "collection:c", "--joblog", str(log), "--destdir", str(dest),
+            "--disk-margin", "0"]
+    proc = subprocess.Popen([IABULK, *args], env=srv.client_env(), stderr=subprocess.PIPE)
+    part = dest / "c-item-0000" / ("file-0.bin" + PART_SUFFIX)
+    wait_for(lambda: part.exists() and part.stat().st_size > 500_000)
+    proc.kill()  # SIGKILL: no chance to clean up
+    proc.wait()
+    srv.reset_counters()
+    result = iabulk(srv, *args)
+    assert result.returncode == 0, result.stderr
+    assert srv.counters()["status"].get("206", 0) >= 1
+    assert srv.counters()["bytes_sent"] < 3_000_000 + 100_000  # the head was not sent again
+    assert_verified(corpus, dest, corpus.identifiers())
+
+
+def test_a_different_source_for_an_existing_log_is_refused(
+    standin: Callable[..., ArchiveStandin], tmp_path: Path, dest: Path
+) -> None:
+    corpus = corpus_of(2)
+    srv = standin(corpus)
+    log = tmp_path / "run.jsonl"
+    first = iabulk(srv, "download", "--search", "collection:c", "--joblog", str(log),
+                   "--destdir", str(dest), "--disk-margin", "0")
+    assert first.returncode == 0, first.stderr
+    before = log.read_bytes()
+    other = iabulk(srv, "download", "--search", "collection:other", "--joblog", str(log),
+                   "--destdir", str(dest))
+    assert other.returncode == 2
+    assert other.stderr.count("\n") == 1 and "was started for search 'collection:c'" in other.stderr
+    assert log.read_bytes() == before
+
+
+def test_flipped_byte_in_transit_is_detected_and_refetched(
+    standin: Callable[..., ArchiveStandin], tmp_path: Path, dest: Path
+) -> None:
+    corpus = corpus_of(3, size=200_000)
+    target = "c-item-0001/file-0.bin"
+    srv = standin(corpus, FaultPlan().fail_first(target, ["flip"], kinds=["data"]))
+    log = tmp_path / "run.jsonl"
+    result = iabulk(srv, "download", "--search", "collection:c", "--joblog", str(log),
+                    "--destdir", str(dest), "--disk-margin", "0")
+    assert result.returncode == 0, result.stderr
+    assert srv.counters()["faults_injected"] == {"flip": 1}
+    assert_verified(corpus, dest, corpus.identifiers())
+
+
+def test_dark_and_missing_items_fail_permanently_with_exit_1(
+    standin: Callable[..., ArchiveStandin], tmp_path: Path, dest: Path
+) -> None:
+    corpus = corpus_of(2)
+    corpus.add_item("c-dark", [("secret.bin", 100)], collection="c", dark=True)
+    srv = standin(corpus)
+    log = tmp_path / "run.jsonl"
+    ids = [*corpus.identifiers(), "no-such-item"]
+    result = iabulk(srv, "download", *ids, "--joblog", str(log), "--destdir", str(dest),
+                    "--disk-margin", "0")
+    assert result.returncode == 1, result.stderr
+    failures = failures_by_id(log)
+    assert failures["c-dark"] == [("item is dark", False)]
+    assert failures["no-such-item"] == [("item does not exist", False)]
+    assert JobLog(log).status() == {"total": 4, "completed": 2, "failed": 2, "pending": 0}
+    assert not (dest / "c-dark" / "secret.bin").exists()
+
+
+def test_hostile_file_names_are_refused_and_nothing_escapes(
+    standin: Callable[..., ArchiveStandin], tmp_path: Path, dest: Path
+) -> None:
+    corpus = Corpus()
+    corpus.add_item("evil", [("good.txt", 100), ("../escaped.txt", 100),
+                             ("/tmp/absolute.txt", 100), ("a/../../up.txt", 100)])
+    srv = standin(corpus)
+    log = tmp_path / "run.jsonl"
+    result = iabulk(srv, "download", "evil", "--joblog", str(log), "--destdir", str(dest),
+                    "--disk-margin", "0")
+    assert result.returncode == 1
+    assert (dest / "evil" / "good.txt").is_file()
+    assert not (dest / "escaped.txt").exists() and not (tmp_path / "up.txt").exists()
+    assert not Path("/tmp/absolute.txt").exists()
+    [(error, retry)] = failures_by_id(log)["evil"]
+    assert retry is False and "refused unsafe file name" in error
+
+
+def test_429_with_retry_after_is_honoured_without_failing_the_item(
+    standin: Callable[..., ArchiveStandin], tmp_path: Path, dest: Path
+) -> None:
+    corpus = corpus_of(2)
+    plan = FaultPlan(retry_after=1).fail_first("c-item-0000", ["429", "503"])
+    srv = standin(corpus, plan)
+    log = tmp_path / "run.jsonl"
+    result = iabulk(srv, "download", "--search", "collection:c", "--joblog", str(log),
+                    "--destdir", str(dest), "--disk-margin", "0")
+    assert result.returncode == 0, result.stderr
+    assert srv.counters()["faults_injected"] == {"429": 1, "503": 1}
+    assert failures_by_id(log) == {}
+    assert_verified(corpus, dest, corpus.identifiers())
+
+
+def mount_tmpfs(path: Path, size: str) -> None:
+    path.mkdir()
+    done = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(path)],
+                          capture_output=True)
+    if done.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {done.stderr.decode().strip()}")
+
+
+@pytest.fixture
+def two_small_disks(tmp_path: Path) -> Any:
+    if os.geteuid() != 0:
+        pytest.skip("mounting a tmpfs needs root")
+    disks = [tmp_path / "disk1", tmp_path / "disk2"]
+    for disk in disks:
+        mount_tmpfs(disk, "6m")
+    yield disks
+    for disk in disks:
+        subprocess.run(["umount", "-l", str(disk)], check=False)
+
+
+def test_two_destdirs_with_a_margin_really_spread_items(
+    standin: Callable[..., ArchiveStandin], tmp_path: Path, two_small_disks: list[Path]
+) -> None:
+    corpus = corpus_of(16, size=400_000)  # 6.4 MB: more than either 6 MB disk takes
+    srv = standin(corpus)
+    log = tmp_path / "run.jsonl"
+    disk1, disk2 = two_small_disks
+    result = iabulk(srv, "download", "--search", "collection:c", "-w", "4", "--joblog", str(log),
+                    "--destdir", str(disk1), "--destdir", str(disk2), "--disk-margin", "1M")
+    assert result.returncode == 0, result.stderr
+    on1 = {p.name for p in disk1.iterdir()}
+    on2 = {p.name for p in disk2.iterdir()}
+    assert on1 and on2 and not on1 & on2
+    assert on1 | on2 == set(corpus.identifiers())
+    for disk, ids in ((disk1, on1), (disk2, on2)):
+        assert_verified(corpus, disk, sorted(ids))

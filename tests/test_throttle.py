@@ -1,0 +1,72 @@
+"""The shared brakes: rate gate, adaptive concurrency, token bucket (with a fake clock)."""
+
+from __future__ import annotations
+
+import threading
+
+from iabulk.throttle import AdaptiveLimit, RateGate, TokenBucket, parse_rate
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 100.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_gate_closes_for_retry_after_and_never_shortens() -> None:
+    clock = Clock()
+    gate = RateGate(clock)
+    gate.close_for(10)
+    gate.close_for(2)
+    assert gate.remaining() == 10
+    clock.now += 10
+    assert gate.remaining() == 0
+
+
+def test_limit_slow_starts_then_halves_then_grows_by_one() -> None:
+    clock = Clock()
+    limit = AdaptiveLimit(16, start=2, ramp_seconds=1.0, clock=clock)
+    never = threading.Event()
+    levels = []
+    for _ in range(4):
+        clock.now += 1
+        assert limit.acquire(never)
+        limit.release(True)
+        levels.append(limit.current)
+    assert levels == [4, 8, 16, 16]
+    limit.pushback()
+    limit.pushback()  # the same burst: counted once
+    assert limit.current == 8 and limit.pushbacks == 1
+    clock.now += 1
+    limit.acquire(never)
+    limit.release(True)
+    assert limit.current == 9
+
+
+def test_limit_blocks_beyond_current_and_honours_cancel() -> None:
+    limit = AdaptiveLimit(4, start=1, clock=Clock())
+    cancel = threading.Event()
+    assert limit.acquire(cancel)
+    cancel.set()
+    assert limit.acquire(cancel) is False
+
+
+def test_bucket_charges_debt_as_sleep() -> None:
+    clock = Clock()
+    bucket = TokenBucket(1000.0, clock)
+    slept = []
+
+    class Recorder(threading.Event):
+        def wait(self, timeout: float | None = None) -> bool:
+            slept.append(timeout)
+            return False
+
+    bucket.consume(500, Recorder())
+    assert slept == [0.5]
+
+
+def test_parse_rate() -> None:
+    assert parse_rate("10M") == 10 * 2**20
+    assert parse_rate("500K/s") == 500 * 1024

@@ -14,6 +14,7 @@ import json
 import os
 import signal
 import socket
+import ssl
 import subprocess
 import sys
 import textwrap
@@ -465,6 +466,8 @@ def test_ranges_heads_and_416(standin: Any, small_corpus: Corpus) -> None:
         assert r.content == full[start:end]
         assert r.headers["Content-Range"] == f"bytes {start}-{end - 1}/{size}"
         assert r.url.startswith("https://ia80") and "/items/demo-large-1/video.mp4" in r.url
+    keep_alive = srv.counters()  # 4 redirects + 4 bodies over one tunnel per host
+    assert keep_alive["requests"] == 8 and keep_alive["tunnels_opened"] == 2
     r = s.get(url, headers={"Range": f"bytes={size}-"})
     assert r.status_code == 416 and r.headers["Content-Range"] == f"bytes */{size}"
     r = s.get(url, headers={"Range": "bytes=0-1,5-6"})  # multi-range: ignored, whole body
@@ -649,6 +652,23 @@ def test_refuses_everything_but_archive_org(standin: Any, small_corpus: Corpus) 
     counters = srv.counters()
     assert counters["requests_by_kind"]["refused"] == 5
     assert counters["requests"] == 5
+
+
+def test_malformed_requests_and_foreign_hosts_inside_a_tunnel(
+    standin: Any, small_corpus: Corpus
+) -> None:
+    srv = standin(small_corpus)
+    with socket.create_connection(("127.0.0.1", srv.port)) as raw:
+        raw.sendall(b"NONSENSE\r\n\r\n")
+        assert raw.recv(65536).startswith(b"HTTP/1.1 400 ")
+    with socket.create_connection(("127.0.0.1", srv.port)) as raw:
+        raw.sendall(b"CONNECT archive.org:443 HTTP/1.1\r\nHost: archive.org:443\r\n\r\n")
+        assert raw.recv(65536) == b"HTTP/1.1 200 Connection established\r\n\r\n"
+        ctx = ssl.create_default_context(cafile=srv.ca_bundle)
+        with ctx.wrap_socket(raw, server_hostname="archive.org") as tls:
+            tls.sendall(b"GET /metadata/demo-item-001 HTTP/1.1\r\nHost: example.com\r\n\r\n")
+            assert tls.recv(65536).startswith(b"HTTP/1.1 403 ")
+    assert srv.counters()["requests_by_kind"]["refused"] == 1
 
 
 def test_hostile_names_are_listed_and_served_verbatim(standin: Any) -> None:

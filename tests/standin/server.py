@@ -259,10 +259,10 @@ class _Connection:
             while not self.server.stopping.is_set():
                 try:
                     req = self._read_request()
-                except (_BadRequest, HTTPException, ValueError) as exc:
+                    if req is None or not self._dispatch(req):
+                        return
+                except (_BadRequest, HTTPException) as exc:
                     self._send_json({"error": f"bad request: {exc}"}, 400, keep_alive=False)
-                    return
-                if req is None or not self._dispatch(req):
                     return
         except OSError:  # includes ssl.SSLError: the peer went away or spoke nonsense
             pass
@@ -292,11 +292,11 @@ class _Connection:
         headers = parse_headers(self.reader)
         if headers.get("Transfer-Encoding"):
             raise _BadRequest("chunked request bodies are not supported")
-        length = int(headers.get("Content-Length") or 0)
-        if not 0 <= length <= MAX_REQUEST_BODY:
+        length = headers.get("Content-Length") or "0"
+        if not length.isdigit() or int(length) > MAX_REQUEST_BODY:
             raise _BadRequest(f"request body of {length} bytes")
-        body = self.reader.read(length) if length else b""
-        if len(body) < length:
+        body = self.reader.read(int(length))
+        if len(body) < int(length):
             return None
         return _Request(parts[0], parts[1], parts[2], headers, body)
 
@@ -312,18 +312,22 @@ class _Connection:
             return self._connect(req)
         if req.target.startswith("/"):
             return self._control(req, req.target)
-        url = urlsplit(req.target)
+        try:
+            url = urlsplit(req.target)
+            port = url.port
+        except ValueError as exc:
+            raise _BadRequest(f"bad request target {req.target!r}: {exc}") from None
         target = (url.path or "/") + (f"?{url.query}" if url.query else "")
-        if url.hostname in ("127.0.0.1", "localhost") and url.port == self.server.port:
+        if url.hostname in ("127.0.0.1", "localhost") and port == self.server.port:
             return self._control(req, target)  # a client that proxies everything, even us
         if url.scheme != "http":
-            return self._refuse(req)
+            return self._refuse(req.target)
         return self._archive(req, "http", url.netloc, target)
 
     def _connect(self, req: _Request) -> bool:
         host = _archive_host(req.target, 443)
         if host is None:
-            return self._refuse(req)
+            return self._refuse(req.target)
         self._count_connection()
         self.sock.sendall(b"HTTP/1.1 200 Connection established\r\n\r\n")
         self.stats.tunnel()
@@ -335,10 +339,9 @@ class _Connection:
         self.tunnel_host = host
         return True
 
-    def _refuse(self, req: _Request) -> bool:
+    def _refuse(self, host: str) -> bool:
         self._count_connection()
         self.stats.answered("refused", 403)
-        host = req.target if req.method == "CONNECT" else urlsplit(req.target).netloc
         message = f"the archive stand-in only serves archive.org, not {host!r}"
         self._send_json({"error": message}, 403, keep_alive=False)
         return False
@@ -353,7 +356,7 @@ class _Connection:
     def _archive(self, req: _Request, scheme: str, authority: str, target: str) -> bool:
         host = _archive_host(authority, 443 if scheme == "https" else 80)
         if host is None:
-            return self._refuse(req)
+            return self._refuse(authority)
         self._count_connection()
         raw_path, _, raw_query = target.partition("?")
         api_req = ApiRequest(

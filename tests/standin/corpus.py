@@ -128,11 +128,11 @@ class Corpus:
         """
         if not identifier or identifier in self._items:
             raise ValueError(f"identifier {identifier!r} is empty or already present")
-        identifier.encode()
+        identifier.encode()  # a lone surrogate cannot travel over HTTP: fail here, not there
         sizes: dict[str, int] = {}
         reserved = {f"{identifier}_meta.xml", f"{identifier}_files.xml"}
         for name, size in files:
-            name.encode()  # a lone surrogate cannot travel over HTTP: fail here, not there
+            name.encode()
             if not name or name in sizes or name in reserved or size < 0:
                 raise ValueError(f"bad or duplicate file {name!r} ({size}) in {identifier!r}")
             sizes[name] = size
@@ -150,6 +150,8 @@ class Corpus:
         item.metadata["identifier"] = identifier
         with self._lock:
             self._items[identifier] = item
+            # A search racing this add may still store its result, but under
+            # the old version, where no later lookup can find it.
             self._version += 1
             self._search_cache.clear()
         return item

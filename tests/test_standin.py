@@ -530,7 +530,7 @@ def test_scrape_and_advancedsearch_edges(standin: Any, small_corpus: Corpus) -> 
 
 def test_body_faults_are_observable(standin: Any, small_corpus: Corpus) -> None:
     faults = ["short", "reset", "flip", "slow_first_byte"]
-    plan = FaultPlan(first_byte_delay=0.3).fail_first(
+    plan = FaultPlan(first_byte_delay=1.0).fail_first(
         "demo-large-1/video.mp4", faults, kinds=["data"]
     )
     srv = standin(small_corpus, plan)
@@ -552,7 +552,7 @@ def test_body_faults_are_observable(standin: Any, small_corpus: Corpus) -> None:
     assert flipped[at] ^ full[at] == 0xFF
     assert flipped[:at] == full[:at] and flipped[at + 1 :] == full[at + 1 :]
     with pytest.raises(requests.exceptions.ReadTimeout):
-        s.get(url, timeout=0.1)  # slow first byte
+        s.get(url, timeout=0.5)  # slow first byte
     assert s.get(url).content == full
     assert srv.counters()["faults_injected"] == {
         "short": 1,
@@ -578,7 +578,7 @@ def test_reset_is_a_real_rst(standin: Any, small_corpus: Corpus) -> None:
 
 
 def test_throttle_metadata_delay_and_retry_after_header(standin: Any, small_corpus: Corpus) -> None:
-    plan = FaultPlan(bandwidth=MIB, metadata_delay=0.5, retry_after=7)
+    plan = FaultPlan(bandwidth=MIB, metadata_delay=1.0, retry_after=7)
     plan.fail_first("demo-item-002", ["503"], kinds=["metadata"])
     small_corpus.add_item("half-a-mib", [("half.bin", MIB // 2)])
     srv = standin(small_corpus, plan)
@@ -589,7 +589,7 @@ def test_throttle_metadata_delay_and_retry_after_header(standin: Any, small_corp
     assert r.content == small_corpus.read("half-a-mib", "half.bin")
     assert 0.4 <= elapsed < 3
     with pytest.raises(requests.exceptions.ReadTimeout):
-        s.get("https://archive.org/metadata/demo-item-001", timeout=0.2)
+        s.get("https://archive.org/metadata/demo-item-001", timeout=0.5)
     r = s.get("https://archive.org/metadata/demo-item-002")
     assert r.status_code == 503 and r.headers["Retry-After"] == "7"
     faults = srv.counters()["faults_injected"]

@@ -86,6 +86,8 @@ pub enum Value<'a> {
     Str(JsonStr<'a>),
     /// An integer (no fraction, no exponent) in `0..=u64::MAX`; `-0` is 0.
     UInt(u64),
+    /// A non-negative integer above `u64::MAX`: its decimal digits.
+    BigUInt(&'a [u8]),
     /// The literal `false`.
     False,
     /// Anything else: other numbers, `true`, `null`, arrays, objects.
@@ -102,9 +104,9 @@ pub struct Fields<'a> {
     pub ts: Value<'a>,
     pub error: Value<'a>,
     pub retry: Value<'a>,
-    /// `extra.item_size` when (the last) `extra` is an object whose (last)
-    /// `item_size` is a non-negative integer that fits in 64 bits.
-    pub item_size: Option<u64>,
+    /// `extra.item_size` ([`Value::UInt`] or [`Value::BigUInt`] when valid)
+    /// when (the last) `extra` is an object; `Absent` otherwise.
+    pub item_size: Value<'a>,
 }
 
 /// JSON insignificant whitespace.
@@ -298,7 +300,7 @@ impl<'a> Parser<'a> {
                         self.extra()?
                     } else {
                         self.skip_value(1)?;
-                        None
+                        Value::Absent
                     }
                 }
                 _ => self.skip_value(1)?,
@@ -318,12 +320,12 @@ impl<'a> Parser<'a> {
         }
     }
 
-    /// The `extra` object (depth 2); returns its last valid `item_size`.
-    fn extra(&mut self) -> R<Option<u64>> {
+    /// The `extra` object (depth 2); returns its last `item_size`.
+    fn extra(&mut self) -> R<Value<'a>> {
         // Depth 2 is always within MAX_DEPTH.
         self.i += 1;
         self.skip_ws();
-        let mut size = None;
+        let mut size = Value::Absent;
         if self.peek() == Some(b'}') {
             self.i += 1;
             return Ok(size);
@@ -335,10 +337,7 @@ impl<'a> Parser<'a> {
             self.expect(b':')?;
             self.skip_ws();
             if key.eq_bytes(b"item_size") {
-                size = match self.value(2)? {
-                    Value::UInt(n) => Some(n),
-                    _ => None,
-                };
+                size = self.value(2)?;
             } else {
                 self.skip_value(2)?;
             }
@@ -446,6 +445,7 @@ impl<'a> Parser<'a> {
         }
         let mut value: u64 = 0;
         let mut overflow = false;
+        let int_start = self.i;
         match self.peek() {
             Some(b'0') => self.i += 1,
             Some(b'1'..=b'9') => {
@@ -465,6 +465,7 @@ impl<'a> Parser<'a> {
             }
             _ => return Err(Malformed),
         }
+        let int_end = self.i;
         let mut integer = true;
         if self.peek() == Some(b'.') {
             self.i += 1;
@@ -479,11 +480,12 @@ impl<'a> Parser<'a> {
             self.digits()?;
             integer = false;
         }
-        if integer && !overflow && (!neg || value == 0) {
-            Ok(Value::UInt(value))
-        } else {
-            Ok(Value::Other)
-        }
+        Ok(match (integer, overflow, neg) {
+            (true, false, false) => Value::UInt(value),
+            (true, false, true) if value == 0 => Value::UInt(0),
+            (true, true, false) => Value::BigUInt(&b[int_start..int_end]),
+            _ => Value::Other,
+        })
     }
 
     /// One or more decimal digits.
@@ -659,14 +661,14 @@ mod tests {
         assert_eq!(s(f.id), "nasa-apollo-11");
         assert_eq!(s(f.ts), "20261128T101500Z");
         assert_eq!(f.retry, Value::Absent);
-        assert_eq!(f.item_size, None);
+        assert_eq!(f.item_size, Value::Absent);
     }
 
     #[test]
     fn completed_with_item_size_and_failed_with_retry() {
         let f =
             ok(r#"{"event":"completed","seq":7,"ts":"x","extra":{"files":3,"item_size":123456}}"#);
-        assert_eq!(f.item_size, Some(123456));
+        assert_eq!(f.item_size, Value::UInt(123456));
         let f = ok(r#"{"event":"failed","seq":2,"error":"HTTP 503","retry":1}"#);
         assert_eq!(f.retry, Value::UInt(1));
         assert_eq!(s(f.error), "HTTP 503");
@@ -708,19 +710,24 @@ mod tests {
         let f = ok(r#"{"event":"job","event":null}"#);
         assert_eq!(f.event, Value::Other);
         let f = ok(r#"{"extra":{"item_size":5},"extra":{}}"#);
-        assert_eq!(f.item_size, None);
+        assert_eq!(f.item_size, Value::Absent);
         let f = ok(r#"{"extra":{"item_size":5,"item_size":6}}"#);
-        assert_eq!(f.item_size, Some(6));
+        assert_eq!(f.item_size, Value::UInt(6));
         let f = ok(r#"{"extra":{"item_size":5,"item_size":"6"}}"#);
-        assert_eq!(f.item_size, None);
+        assert!(matches!(f.item_size, Value::Str(_)));
         let f = ok(r#"{"extra":{"item_size":5},"extra":3}"#);
-        assert_eq!(f.item_size, None);
+        assert_eq!(f.item_size, Value::Absent);
         let f = ok(r#"{"extra":{"item_size":-1}}"#);
-        assert_eq!(f.item_size, None);
+        assert_eq!(f.item_size, Value::Other);
         let f = ok(r#"{"extra":{"item_\u0073ize":9}}"#);
-        assert_eq!(f.item_size, Some(9));
+        assert_eq!(f.item_size, Value::UInt(9));
         let f = ok(r#"{"extra":{"nested":{"item_size":9}}}"#);
-        assert_eq!(f.item_size, None);
+        assert_eq!(f.item_size, Value::Absent);
+        let f = ok(r#"{"extra":{"item_size":123456789012345678901234567890}}"#);
+        assert_eq!(
+            f.item_size,
+            Value::BigUInt(b"123456789012345678901234567890")
+        );
     }
 
     #[test]
@@ -730,8 +737,12 @@ mod tests {
         assert_eq!(seq("-0"), Value::UInt(0));
         assert_eq!(seq("100000000"), Value::UInt(100_000_000));
         assert_eq!(seq("18446744073709551615"), Value::UInt(u64::MAX));
-        assert_eq!(seq("18446744073709551616"), Value::Other);
-        assert_eq!(seq("123456789012345678901234567890"), Value::Other);
+        assert_eq!(
+            seq("18446744073709551616"),
+            Value::BigUInt(b"18446744073709551616")
+        );
+        assert_eq!(seq("123456789012345678901234567890e0"), Value::Other);
+        assert_eq!(seq("-18446744073709551616"), Value::Other);
         assert_eq!(seq("-1"), Value::Other);
         assert_eq!(seq("1.0"), Value::Other);
         assert_eq!(seq("1e2"), Value::Other);

@@ -9,13 +9,14 @@ use std::path::{Path, PathBuf};
 use pyo3::exceptions::{PyIndexError, PyOSError, PyOverflowError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::sync::PyOnceLock;
-use pyo3::types::{PyBytes, PyString};
+use pyo3::types::{PyBytes, PyInt, PyString};
+use pyo3::PyTypeInfo;
 
 use crate::appender::{self, Closed, Locked, Refused};
 use crate::bitmap::{self, MAX_SEQ};
 use crate::idset::{self, id_hash};
 use crate::pending::{self, Batch, LineReader};
-use crate::scan::{scan_path, ScanOptions};
+use crate::scan::{scan_path, ByteTotal, ScanOptions};
 
 /// The C library's text for an errno (`io::Error`'s text without its
 /// " (os error N)" suffix).
@@ -288,7 +289,7 @@ struct Snapshot {
     #[pyo3(get)]
     malformed: u64,
     #[pyo3(get)]
-    bytes_completed: u128,
+    bytes_completed: Py<PyAny>,
     #[pyo3(get)]
     first_ts: Option<String>,
     #[pyo3(get)]
@@ -349,7 +350,10 @@ fn scan(py: Python<'_>, path: PathBuf, collect_ids: bool) -> PyResult<Snapshot> 
         pending: s.pending,
         in_flight: s.in_flight,
         malformed: s.malformed,
-        bytes_completed: s.bytes_completed,
+        bytes_completed: match s.bytes_completed {
+            ByteTotal::Small(n) => n.into_pyobject(py)?.into_any().unbind(),
+            ByteTotal::Decimal(digits) => PyInt::type_object(py).call1((digits,))?.unbind(),
+        },
         first_ts: s.first_ts,
         last_ts: s.last_ts,
         errors: s.errors,

@@ -69,7 +69,7 @@ pub struct Snapshot {
     pub pending: u64,
     pub in_flight: u64,
     pub malformed: u64,
-    pub bytes_completed: u128,
+    pub bytes_completed: ByteTotal,
     pub first_ts: Option<String>,
     pub last_ts: Option<String>,
     /// (message, count), most frequent first, ties by message.
@@ -81,6 +81,47 @@ pub struct Snapshot {
     pub bitmap: Bitmap,
     pub pending_jobs: PendingJobs,
     pub ids: Option<IdSet>,
+}
+
+/// A sum of item sizes: exact, however large the sizes in the log.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ByteTotal {
+    Small(u128),
+    /// Decimal digits, when an `item_size` above `u64::MAX` was counted.
+    Decimal(String),
+}
+
+impl std::fmt::Display for ByteTotal {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ByteTotal::Small(n) => write!(f, "{n}"),
+            ByteTotal::Decimal(d) => f.write_str(d),
+        }
+    }
+}
+
+/// The sum of two non-negative decimal numbers (digits only).
+fn add_decimal(a: &[u8], b: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(a.len().max(b.len()) + 1);
+    let (mut i, mut j, mut carry) = (a.len(), b.len(), 0u8);
+    while i > 0 || j > 0 || carry > 0 {
+        let mut d = carry;
+        if i > 0 {
+            i -= 1;
+            d += a[i] - b'0';
+        }
+        if j > 0 {
+            j -= 1;
+            d += b[j] - b'0';
+        }
+        out.push(b'0' + d % 10);
+        carry = d / 10;
+    }
+    if out.is_empty() {
+        out.push(b'0');
+    }
+    out.reverse();
+    out
 }
 
 /// Scan the job log at `path`.
@@ -237,8 +278,8 @@ fn scan_range<K: JobKey>(
             base += line_start as u64;
         }
     }
-    if filled > 0 && !json::is_blank(&buf[..filled]) {
-        rs.malformed += 1; // a torn tail
+    if filled > 0 {
+        rs.malformed += 1; // a torn tail (even a blank one: it is not a line)
     }
     Ok(rs)
 }
@@ -294,27 +335,54 @@ impl States {
             _ => 0,
         }
     }
+}
 
-    /// Fold a later range's states into these; true if some seq has a job
-    /// line in both.
-    fn fold(&mut self, later: States) -> bool {
-        if self.pages.len() < later.pages.len() {
-            self.pages.resize_with(later.pages.len(), || None);
-        }
-        let mut both = 0u8;
-        for (mine, theirs) in self.pages.iter_mut().zip(later.pages) {
-            let Some(theirs) = theirs else { continue };
-            match mine {
-                None => *mine = Some(theirs),
-                Some(page) => {
-                    for (a, &b) in page.iter_mut().zip(theirs.iter()) {
-                        both |= *a & b;
-                        *a = fold_state(*a, b);
-                    }
-                }
+/// An item size too large for a page slot.
+#[derive(Debug, Clone)]
+enum BigSize {
+    U64(u64),
+    Digits(Box<[u8]>),
+}
+
+/// In a page slot: the size is in [`Sizes::big`].
+const SIZE_ELSEWHERE: u32 = u32::MAX;
+
+/// Per seq, the item size of the range's last `completed` event (0 when it
+/// had none or an invalid one), in lazily allocated pages of `u32`; the rare
+/// sizes of 4 GiB and more live in a map.
+#[derive(Default)]
+struct Sizes {
+    pages: Vec<Option<Box<[u32]>>>,
+    big: HashMap<u32, BigSize>,
+}
+
+fn zero_size_page() -> Box<[u32]> {
+    vec![0u32; PAGE].into_boxed_slice()
+}
+
+impl Sizes {
+    #[inline]
+    fn set(&mut self, seq: u32, size: Value<'_>) {
+        let v = match size {
+            Value::UInt(n) if n < u64::from(SIZE_ELSEWHERE) => n as u32,
+            Value::UInt(n) => {
+                self.big.insert(seq, BigSize::U64(n));
+                SIZE_ELSEWHERE
             }
+            Value::BigUInt(digits) => {
+                self.big.insert(seq, BigSize::Digits(digits.into()));
+                SIZE_ELSEWHERE
+            }
+            _ => 0,
+        };
+        let p = (seq >> PAGE_BITS) as usize;
+        if v == 0 && !matches!(self.pages.get(p), Some(Some(_))) {
+            return;
         }
-        both & HAS_JOB != 0
+        if p >= self.pages.len() {
+            self.pages.resize_with(p + 1, || None);
+        }
+        self.pages[p].get_or_insert_with(zero_size_page)[seq as usize & (PAGE - 1)] = v;
     }
 }
 
@@ -346,22 +414,17 @@ impl Kind {
     }
 }
 
-fn trim(line: &[u8]) -> &[u8] {
-    let start = line
-        .iter()
-        .position(|&b| !json::is_ws(b))
-        .unwrap_or(line.len());
-    let end = line
-        .iter()
-        .rposition(|&b| !json::is_ws(b))
-        .map_or(start, |e| e + 1);
-    &line[start..end]
+/// A line without its trailing `\r`s (the text a `source` line reports).
+fn strip_cr(line: &[u8]) -> &[u8] {
+    let end = line.iter().rposition(|&b| b != b'\r').map_or(0, |e| e + 1);
+    &line[..end]
 }
 
 /// What one range of the file knows.
 struct RangeScan<K> {
     collect_ids: bool,
     states: States,
+    sizes: Sizes,
     /// Job lines (first per seq within the range), in file order.
     jobs: Vec<K>,
     /// Whether `jobs` has strictly increasing seqs.
@@ -371,11 +434,10 @@ struct RangeScan<K> {
     max_job_seq: u32,
     ids: Vec<u128>,
     malformed: u64,
-    bytes: u128,
     min_ts: Option<Vec<u8>>,
     max_ts: Option<Vec<u8>>,
     errors: HashMap<String, u64>,
-    /// The last source line seen in this range, trimmed.
+    /// The last source line seen in this range, without trailing `\r`s.
     source: Option<Vec<u8>>,
     /// Whether a resolved line follows the range's last source line (or, if
     /// it has none, appears anywhere in it).
@@ -387,6 +449,7 @@ impl<K: JobKey> RangeScan<K> {
         RangeScan {
             collect_ids,
             states: States::default(),
+            sizes: Sizes::default(),
             jobs: Vec::new(),
             jobs_sorted: true,
             first_job_seq: 0,
@@ -394,7 +457,6 @@ impl<K: JobKey> RangeScan<K> {
             max_job_seq: 0,
             ids: Vec::new(),
             malformed: 0,
-            bytes: 0,
             min_ts: None,
             max_ts: None,
             errors: HashMap::new(),
@@ -429,7 +491,7 @@ impl<K: JobKey> RangeScan<K> {
         };
         match kind {
             Kind::Source => {
-                self.source = Some(trim(line).to_vec());
+                self.source = Some(strip_cr(line).to_vec());
                 self.resolved = false;
             }
             Kind::Resolved => self.resolved = true,
@@ -453,9 +515,7 @@ impl<K: JobKey> RangeScan<K> {
                     Kind::Started => *slot |= STARTED,
                     Kind::Completed => {
                         *slot = (*slot & HAS_JOB) | T_COMPLETED;
-                        if let Some(n) = f.item_size {
-                            self.bytes += u128::from(n);
-                        }
+                        self.sizes.set(seq, f.item_size);
                     }
                     Kind::Failed => {
                         let term = if f.retry == Value::False {
@@ -525,8 +585,8 @@ impl<K: JobKey> RangeScan<K> {
 
     /// Fold a later range into this one; true if a seq has a job line in
     /// both (the caller then rescans sequentially).
-    fn absorb(&mut self, later: RangeScan<K>) -> bool {
-        if self.states.fold(later.states) {
+    fn absorb(&mut self, mut later: RangeScan<K>) -> bool {
+        if self.fold_seqs(&mut later) {
             return true;
         }
         if !later.jobs.is_empty() {
@@ -542,7 +602,6 @@ impl<K: JobKey> RangeScan<K> {
         self.max_job_seq = self.max_job_seq.max(later.max_job_seq);
         self.ids.extend_from_slice(&later.ids);
         self.malformed += later.malformed;
-        self.bytes += later.bytes;
         if let Some(t) = later.min_ts {
             if self.min_ts.as_ref().is_none_or(|m| t < *m) {
                 self.min_ts = Some(t);
@@ -565,15 +624,59 @@ impl<K: JobKey> RangeScan<K> {
         false
     }
 
+    /// Fold a later range's per-seq states and sizes into this one's; true
+    /// if some seq has a job line in both.
+    fn fold_seqs(&mut self, later: &mut RangeScan<K>) -> bool {
+        // Wherever the later range has a terminal event, its size wins; the
+        // later range's big sizes are all for such seqs.
+        self.sizes.big.extend(std::mem::take(&mut later.sizes.big));
+        let their_states = std::mem::take(&mut later.states.pages);
+        let mut their_sizes = std::mem::take(&mut later.sizes.pages);
+        let n = their_states.len();
+        if self.states.pages.len() < n {
+            self.states.pages.resize_with(n, || None);
+        }
+        if self.sizes.pages.len() < n {
+            self.sizes.pages.resize_with(n, || None);
+        }
+        let mut both = 0u8;
+        for (p, theirs) in their_states.into_iter().enumerate() {
+            let Some(theirs) = theirs else { continue };
+            let their_size_page = their_sizes.get_mut(p).and_then(Option::take);
+            match &mut self.states.pages[p] {
+                mine @ None => {
+                    // Nothing here for this page yet (so no sizes either).
+                    *mine = Some(theirs);
+                    self.sizes.pages[p] = their_size_page;
+                }
+                Some(mine) => {
+                    if their_size_page.is_some() || self.sizes.pages[p].is_some() {
+                        let my_sizes = self.sizes.pages[p].get_or_insert_with(zero_size_page);
+                        for (k, &b) in theirs.iter().enumerate() {
+                            if b & TERM_MASK != 0 {
+                                my_sizes[k] = their_size_page.as_ref().map_or(0, |t| t[k]);
+                            }
+                        }
+                    }
+                    for (a, &b) in mine.iter_mut().zip(theirs.iter()) {
+                        both |= *a & b;
+                        *a = fold_state(*a, b);
+                    }
+                }
+            }
+        }
+        both & HAS_JOB != 0
+    }
+
     fn finish(self, file: Arc<File>, size: u64) -> Snapshot {
         let RangeScan {
             states,
+            sizes,
             jobs,
             jobs_sorted,
             max_job_seq,
             ids,
             malformed,
-            bytes,
             min_ts,
             max_ts,
             errors,
@@ -584,9 +687,12 @@ impl<K: JobKey> RangeScan<K> {
         } = self;
 
         let (mut total, mut completed, mut failed, mut in_flight) = (0u64, 0u64, 0u64, 0u64);
+        let mut bytes: u128 = 0;
+        let mut big_bytes: Option<Vec<u8>> = None;
         let mut words = vec![0u64; states.pages.len() * (PAGE / 64)];
         for (p, page) in states.pages.iter().enumerate() {
             let Some(page) = page else { continue };
+            let size_page = sizes.pages.get(p).and_then(|s| s.as_deref());
             for (j, chunk) in page.chunks_exact(64).enumerate() {
                 let mut w = 0u64;
                 for (bit, &s) in chunk.iter().enumerate() {
@@ -598,11 +704,37 @@ impl<K: JobKey> RangeScan<K> {
                     failed += job & u64::from(term == T_FAILED);
                     in_flight += job & u64::from(!done && s & STARTED != 0);
                     w |= u64::from(done) << bit;
+                    if job != 0 && term == T_COMPLETED {
+                        let k = j * 64 + bit;
+                        match size_page.map_or(0, |sp| sp[k]) {
+                            SIZE_ELSEWHERE => {
+                                let seq = ((p << PAGE_BITS) | k) as u32;
+                                match sizes.big.get(&seq) {
+                                    Some(BigSize::U64(n)) => bytes += u128::from(*n),
+                                    Some(BigSize::Digits(d)) => {
+                                        let sum =
+                                            add_decimal(big_bytes.as_deref().unwrap_or(b"0"), d);
+                                        big_bytes = Some(sum);
+                                    }
+                                    None => {}
+                                }
+                            }
+                            n => bytes += u128::from(n),
+                        }
+                    }
                 }
                 words[p * (PAGE / 64) + j] = w;
             }
         }
+        drop(sizes);
         let bitmap = Bitmap::from_words(words);
+        let bytes_completed = match big_bytes {
+            None => ByteTotal::Small(bytes),
+            Some(big) => {
+                let sum = add_decimal(&big, bytes.to_string().as_bytes());
+                ByteTotal::Decimal(String::from_utf8_lossy(&sum).into_owned())
+            }
+        };
 
         let mut pending: Vec<K> = jobs
             .iter()
@@ -637,7 +769,7 @@ impl<K: JobKey> RangeScan<K> {
             pending: total - completed - failed,
             in_flight,
             malformed,
-            bytes_completed: bytes,
+            bytes_completed,
             first_ts: min_ts.map(text),
             last_ts: max_ts.map(text),
             errors,
@@ -696,9 +828,13 @@ mod tests {
 
     #[test]
     fn empty_and_blank_files() {
-        for text in ["", "\n", "\n\n  \n\t\r\n", "   "] {
+        for (text, malformed) in [("", 0), ("\n", 0), ("\n\n  \n\t\r\n", 0), ("   ", 1)] {
             let s = scan_text(text);
-            assert_eq!((s.total, s.malformed, s.pending), (0, 0, 0), "{text:?}");
+            assert_eq!(
+                (s.total, s.malformed, s.pending),
+                (0, malformed, 0),
+                "{text:?}"
+            );
             assert_eq!(s.size, text.len() as u64);
             assert!(s.first_ts.is_none() && s.source.is_none() && !s.resolved);
             assert!(s.bitmap.is_empty() && s.pending_jobs.is_empty());
@@ -736,7 +872,7 @@ mod tests {
         assert_eq!(s.pending, 3); // 2 (will retry), 4 (in flight), 5 (requeued)
         assert_eq!(s.in_flight, 1); // 4
         assert_eq!(s.malformed, 0);
-        assert_eq!(s.bytes_completed, 107);
+        assert_eq!(s.bytes_completed, ByteTotal::Small(100)); // 5's completion was undone
         assert_eq!(s.max_seq, 6);
         assert_eq!(s.bitmap.iter().collect::<Vec<_>>(), vec![1, 3, 6, 9]);
         assert_eq!(s.pending_jobs.seqs(), vec![2, 4, 5]);
@@ -886,9 +1022,9 @@ mod tests {
         assert_eq!((s.malformed, s.completed, s.pending), (1, 0, 1));
         let s = scan_text(&format!("{JOB1}\n{{\"event\":\"compl"));
         assert_eq!(s.malformed, 1);
-        // A blank torn tail is ignored.
+        // Even a blank torn tail is not a line.
         let s = scan_text(&format!("{JOB1}\n  \r"));
-        assert_eq!(s.malformed, 0);
+        assert_eq!(s.malformed, 1);
         // A job line without its newline is not a job.
         let s = scan_text(JOB1);
         assert_eq!((s.total, s.malformed), (0, 1));
@@ -905,10 +1041,10 @@ mod tests {
     fn source_and_resolved() {
         let s = scan_text("{\"event\":\"resolved\"}\n");
         assert_eq!((s.source.as_deref(), s.resolved), (None, true));
-        let s = scan_text(" {\"event\":\"source\",\"query\":\"q1\"} \r\n");
+        let s = scan_text(" {\"event\":\"source\",\"query\":\"q1\"} \r\r\n");
         assert_eq!(
             s.source.as_deref(),
-            Some("{\"event\":\"source\",\"query\":\"q1\"}")
+            Some(" {\"event\":\"source\",\"query\":\"q1\"} ")
         );
         assert!(!s.resolved);
         let s = scan_text(
@@ -966,7 +1102,39 @@ mod tests {
     }
 
     #[test]
-    fn bytes_completed_sums_every_completed_event() {
+    fn bytes_completed_counts_the_completion_of_each_completed_job() {
+        let text = [
+            JOB1,
+            JOB2,
+            JOB3,
+            r#"{"event":"job","seq":4,"id":"d"}"#,
+            r#"{"event":"job","seq":5,"id":"e"}"#,
+            r#"{"event":"completed","seq":1,"extra":{"item_size":5}}"#,
+            r#"{"event":"completed","seq":1,"extra":{"item_size":7}}"#,
+            r#"{"event":"completed","seq":2,"extra":{"item_size":18446744073709551615}}"#,
+            r#"{"event":"completed","seq":3,"extra":{"item_size":10}}"#,
+            r#"{"event":"failed","seq":3,"retry":1}"#,
+            r#"{"event":"completed","seq":4,"extra":{"item_size":123456789012345678901234567890}}"#,
+            r#"{"event":"completed","seq":5,"extra":{"item_size":10}}"#,
+            r#"{"event":"completed","seq":5,"extra":{"item_size":-1}}"#,
+            r#"{"event":"completed","seq":9,"extra":{"item_size":100}}"#,
+        ]
+        .join("\n")
+            + "\n";
+        let want = ByteTotal::Decimal("123456789030792422974944119512".to_string());
+        for threads in [1, 2, 3, 7] {
+            let s = scan_file(file_with(text.as_bytes()), &opts(threads, 16)).unwrap();
+            assert_eq!(s.bytes_completed, want, "{threads}");
+            assert_eq!(s.completed, 4);
+        }
+        assert_eq!(add_decimal(b"999", b"1"), b"1000");
+        assert_eq!(add_decimal(b"0", b"0"), b"0");
+        assert_eq!(add_decimal(b"", b""), b"0");
+        assert_eq!(ByteTotal::Small(12).to_string(), "12");
+    }
+
+    #[test]
+    fn bytes_completed_needs_a_job_line() {
         let text = [
             r#"{"event":"completed","seq":1,"extra":{"item_size":18446744073709551615}}"#,
             r#"{"event":"completed","seq":1,"extra":{"item_size":18446744073709551615}}"#,
@@ -979,7 +1147,8 @@ mod tests {
         .join("\n")
             + "\n";
         let s = scan_text(&text);
-        assert_eq!(s.bytes_completed, 2 * u128::from(u64::MAX));
+        // No job lines: nothing counts.
+        assert_eq!(s.bytes_completed, ByteTotal::Small(0));
     }
 
     #[test]
@@ -1028,9 +1197,14 @@ mod tests {
                 }
                 4 => format!("{{\"event\":\"job\",\"seq\":{seq},\"id\":\"dup-{seq}\"}}"),
                 5..=6 => format!("{{\"event\":\"started\",\"seq\":{seq},\"ts\":\"{ts}\"}}"),
-                7..=9 => format!(
+                                7..=9 => format!(
                     "{{\"event\":\"completed\",\"seq\":{seq},\"ts\":\"{ts}\",\"extra\":{{\"item_size\":{}}}}}",
-                    rnd(1 << 20)
+                    match rnd(10) {
+                        0 => (5_000_000_000 + rnd(1 << 40)).to_string(),
+                        1 => format!("{}000000000000000000000", 1 + rnd(9)),
+                        2 => "-1".to_string(),
+                        _ => rnd(1 << 20).to_string(),
+                    }
                 ),
                 10 => format!(
                     "{{\"event\":\"failed\",\"seq\":{seq},\"error\":\"e{}\",\"retry\":{}}}",

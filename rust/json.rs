@@ -125,21 +125,76 @@ pub fn is_blank(line: &[u8]) -> bool {
 /// `Ok(None)` for a blank line, `Ok(Some(fields))` for a well-formed object,
 /// `Err(Malformed)` otherwise.
 pub fn parse_line(line: &[u8]) -> Result<Option<Fields<'_>>, Malformed> {
+    let mut f = Fields::default();
+    Ok(parse_into(line, &mut f)?.then_some(f))
+}
+
+/// [`parse_line`] into `f` (reset first): `Ok(false)` for a blank line.
+#[inline]
+pub fn parse_into<'a>(line: &'a [u8], f: &mut Fields<'a>) -> Result<bool, Malformed> {
+    *f = Fields::default();
     let mut p = Parser { b: line, i: 0 };
     p.skip_ws();
     if p.i == line.len() {
-        return Ok(None);
+        return Ok(false);
     }
     if line[p.i] != b'{' {
         return Err(Malformed);
     }
     p.i += 1;
-    let fields = p.top_object()?;
+    p.top_object(f)?;
     p.skip_ws();
     if p.i != line.len() {
         return Err(Malformed);
     }
-    Ok(Some(fields))
+    Ok(true)
+}
+
+/// The top-level keys the scan reads.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Key {
+    Event,
+    Seq,
+    Id,
+    Ts,
+    Error,
+    Retry,
+    Extra,
+    Other,
+}
+
+impl Key {
+    fn of(k: &[u8]) -> Key {
+        match k {
+            b"event" => Key::Event,
+            b"seq" => Key::Seq,
+            b"id" => Key::Id,
+            b"ts" => Key::Ts,
+            b"error" => Key::Error,
+            b"retry" => Key::Retry,
+            b"extra" => Key::Extra,
+            _ => Key::Other,
+        }
+    }
+}
+
+/// `text` padded with zero bytes to a little-endian word.
+const fn word(text: &[u8]) -> u64 {
+    let mut w = [0u8; 8];
+    let mut i = 0;
+    while i < text.len() {
+        w[i] = text[i];
+        i += 1;
+    }
+    u64::from_le_bytes(w)
+}
+
+const fn mask(n: u32) -> u64 {
+    if n >= 8 {
+        u64::MAX
+    } else {
+        (1u64 << (8 * n)) - 1
+    }
 }
 
 /// Check that `text` is one well-formed JSON value of any kind (used by tests
@@ -236,6 +291,15 @@ fn decode_into(raw: &[u8], out: &mut Vec<u8>) {
     }
 }
 
+/// A number as the scan needs it.
+#[derive(Clone, Copy)]
+enum Num {
+    UInt(u64),
+    /// A non-negative integer above `u64::MAX`; its digits end here.
+    Big(usize),
+    Other,
+}
+
 struct Parser<'a> {
     b: &'a [u8],
     i: usize,
@@ -267,35 +331,71 @@ impl<'a> Parser<'a> {
         }
     }
 
+    /// A top-level key; `self.i` is just past its opening quote and ends
+    /// just past the closing one. Plain spellings of the keys the scan reads
+    /// are recognised from one 8-byte load; anything else takes the general
+    /// string path.
+    #[inline]
+    fn key(&mut self) -> R<Key> {
+        if let Some(chunk) = self.b.get(self.i..self.i + 8) {
+            let mut w = [0u8; 8];
+            w.copy_from_slice(chunk);
+            let w = u64::from_le_bytes(w);
+            const EVENT: u64 = word(b"event\"");
+            const SEQ: u64 = word(b"seq\"");
+            const ID: u64 = word(b"id\"");
+            const TS: u64 = word(b"ts\"");
+            const ERROR: u64 = word(b"error\"");
+            const RETRY: u64 = word(b"retry\"");
+            const EXTRA: u64 = word(b"extra\"");
+            let (key, len) = match w & mask(6) {
+                EVENT => (Key::Event, 6),
+                ERROR => (Key::Error, 6),
+                RETRY => (Key::Retry, 6),
+                EXTRA => (Key::Extra, 6),
+                _ => match w & mask(4) {
+                    SEQ => (Key::Seq, 4),
+                    _ => match w & mask(3) {
+                        ID => (Key::Id, 3),
+                        TS => (Key::Ts, 3),
+                        _ => (Key::Other, 0),
+                    },
+                },
+            };
+            if len > 0 {
+                self.i += len;
+                return Ok(key);
+            }
+        }
+        let key = self.string()?;
+        Ok(if key.escaped {
+            Key::of(&key.bytes())
+        } else {
+            Key::of(key.raw)
+        })
+    }
+
     /// The top-level object; `self.i` is just past its `{`.
-    fn top_object(&mut self) -> R<Fields<'a>> {
-        let mut f = Fields::default();
+    fn top_object(&mut self, f: &mut Fields<'a>) -> R<()> {
         self.skip_ws();
         if self.peek() == Some(b'}') {
             self.i += 1;
-            return Ok(f);
+            return Ok(());
         }
         loop {
             self.expect(b'"')?;
-            let key = self.string()?;
+            let key = self.key()?;
             self.skip_ws();
             self.expect(b':')?;
             self.skip_ws();
-            let decoded;
-            let k: &[u8] = if key.escaped {
-                decoded = key.bytes();
-                &decoded
-            } else {
-                key.raw
-            };
-            match k {
-                b"event" => f.event = self.value(1)?,
-                b"seq" => f.seq = self.value(1)?,
-                b"id" => f.id = self.value(1)?,
-                b"ts" => f.ts = self.value(1)?,
-                b"error" => f.error = self.value(1)?,
-                b"retry" => f.retry = self.value(1)?,
-                b"extra" => {
+            match key {
+                Key::Event => f.event = self.value(1)?,
+                Key::Seq => f.seq = self.value(1)?,
+                Key::Id => f.id = self.value(1)?,
+                Key::Ts => f.ts = self.value(1)?,
+                Key::Error => f.error = self.value(1)?,
+                Key::Retry => f.retry = self.value(1)?,
+                Key::Extra => {
                     f.item_size = if self.peek() == Some(b'{') {
                         self.extra()?
                     } else {
@@ -303,7 +403,7 @@ impl<'a> Parser<'a> {
                         Value::Absent
                     }
                 }
-                _ => self.skip_value(1)?,
+                Key::Other => self.skip_value(1)?,
             }
             self.skip_ws();
             match self.peek() {
@@ -313,7 +413,7 @@ impl<'a> Parser<'a> {
                 }
                 Some(b'}') => {
                     self.i += 1;
-                    return Ok(f);
+                    return Ok(());
                 }
                 _ => return Err(Malformed),
             }
@@ -357,7 +457,7 @@ impl<'a> Parser<'a> {
     }
 
     /// A value inside a container at `depth`, reduced to a [`Value`].
-    #[inline]
+    #[inline(always)]
     fn value(&mut self, depth: usize) -> R<Value<'a>> {
         match self.peek() {
             Some(b'"') => {
@@ -437,7 +537,20 @@ impl<'a> Parser<'a> {
     }
 
     /// A number per the RFC grammar; `self.i` is at its first byte.
+    #[inline(always)]
     fn number(&mut self) -> R<Value<'a>> {
+        let start = self.i;
+        Ok(match self.number_kind()? {
+            Num::UInt(n) => Value::UInt(n),
+            Num::Big(end) => Value::BigUInt(&self.b[start..end]),
+            Num::Other => Value::Other,
+        })
+    }
+
+    /// A number per the RFC grammar, returned in registers; `self.i` is at
+    /// its first byte.
+    #[inline]
+    fn number_kind(&mut self) -> R<Num> {
         let b = self.b;
         let neg = b[self.i] == b'-';
         if neg {
@@ -445,22 +558,33 @@ impl<'a> Parser<'a> {
         }
         let mut value: u64 = 0;
         let mut overflow = false;
-        let int_start = self.i;
         match self.peek() {
             Some(b'0') => self.i += 1,
             Some(b'1'..=b'9') => {
+                let start = self.i;
                 while let Some(&c) = b.get(self.i) {
                     if !c.is_ascii_digit() {
                         break;
                     }
-                    match value
-                        .checked_mul(10)
-                        .and_then(|v| v.checked_add(u64::from(c - b'0')))
-                    {
-                        Some(v) => value = v,
-                        None => overflow = true,
-                    }
+                    // 19 digits always fit in a u64.
+                    value = value.wrapping_mul(10).wrapping_add(u64::from(c - b'0'));
                     self.i += 1;
+                }
+                let digits = self.i - start;
+                if digits == 20 {
+                    // Redo with checks: 20 digits may or may not fit.
+                    value = 0;
+                    for &c in &b[start..self.i] {
+                        match value
+                            .checked_mul(10)
+                            .and_then(|v| v.checked_add(u64::from(c - b'0')))
+                        {
+                            Some(v) => value = v,
+                            None => overflow = true,
+                        }
+                    }
+                } else if digits > 20 {
+                    overflow = true;
                 }
             }
             _ => return Err(Malformed),
@@ -481,10 +605,10 @@ impl<'a> Parser<'a> {
             integer = false;
         }
         Ok(match (integer, overflow, neg) {
-            (true, false, false) => Value::UInt(value),
-            (true, false, true) if value == 0 => Value::UInt(0),
-            (true, true, false) => Value::BigUInt(&b[int_start..int_end]),
-            _ => Value::Other,
+            (true, false, false) => Num::UInt(value),
+            (true, false, true) if value == 0 => Num::UInt(0),
+            (true, true, false) => Num::Big(int_end),
+            _ => Num::Other,
         })
     }
 
@@ -504,9 +628,21 @@ impl<'a> Parser<'a> {
     /// A string body; `self.i` is just past the opening quote and ends just
     /// past the closing one.
     #[inline]
+    #[inline(always)]
     fn string(&mut self) -> R<JsonStr<'a>> {
-        let b = self.b;
         let start = self.i;
+        let escaped = self.string_end()?;
+        Ok(JsonStr {
+            raw: &self.b[start..self.i - 1],
+            escaped,
+        })
+    }
+
+    /// Scan a string body (as [`Parser::string`]); returns whether it had
+    /// escapes. Kept small so that its result travels in a register.
+    #[inline]
+    fn string_end(&mut self) -> R<bool> {
+        let b = self.b;
         let mut escaped = false;
         loop {
             while let Some(chunk) = b.get(self.i..self.i + 8) {
@@ -522,9 +658,8 @@ impl<'a> Parser<'a> {
             }
             match *b.get(self.i).ok_or(Malformed)? {
                 b'"' => {
-                    let raw = &b[start..self.i];
                     self.i += 1;
-                    return Ok(JsonStr { raw, escaped });
+                    return Ok(escaped);
                 }
                 b'\\' => {
                     escaped = true;
@@ -737,6 +872,22 @@ mod tests {
         assert_eq!(seq("-0"), Value::UInt(0));
         assert_eq!(seq("100000000"), Value::UInt(100_000_000));
         assert_eq!(seq("18446744073709551615"), Value::UInt(u64::MAX));
+        assert_eq!(
+            seq("9999999999999999999"),
+            Value::UInt(9_999_999_999_999_999_999)
+        );
+        assert_eq!(
+            seq("10000000000000000000"),
+            Value::UInt(10_000_000_000_000_000_000)
+        );
+        assert_eq!(
+            seq("99999999999999999999"),
+            Value::BigUInt(b"99999999999999999999")
+        );
+        assert_eq!(
+            seq("100000000000000000000"),
+            Value::BigUInt(b"100000000000000000000")
+        );
         assert_eq!(
             seq("18446744073709551616"),
             Value::BigUInt(b"18446744073709551616")

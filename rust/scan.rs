@@ -400,8 +400,38 @@ enum Kind {
 impl Kind {
     #[inline]
     fn of(event: JsonStr<'_>) -> Option<Kind> {
-        let name = event.bytes();
-        Some(match &*name {
+        if event.has_escapes() {
+            return Kind::named(&event.bytes());
+        }
+        // The plain spellings, from one 8-byte load and the length.
+        let raw = event.raw();
+        if raw.len() > 9 || raw.len() < 3 {
+            return None;
+        }
+        let mut w = [0u8; 8];
+        let head = raw.len().min(8);
+        w[..head].copy_from_slice(&raw[..head]);
+        let w = u64::from_le_bytes(w);
+        let word = |s: &[u8]| {
+            let mut w = [0u8; 8];
+            w[..s.len().min(8)].copy_from_slice(&s[..s.len().min(8)]);
+            u64::from_le_bytes(w)
+        };
+        let kind = match raw.len() {
+            3 if w == word(b"job") => Kind::Job,
+            7 if w == word(b"started") => Kind::Started,
+            9 if w == word(b"complete") && raw[8] == b'd' => Kind::Completed,
+            6 if w == word(b"failed") => Kind::Failed,
+            8 if w == word(b"requeued") => Kind::Requeued,
+            6 if w == word(b"source") => Kind::Source,
+            8 if w == word(b"resolved") => Kind::Resolved,
+            _ => return None,
+        };
+        Some(kind)
+    }
+
+    fn named(name: &[u8]) -> Option<Kind> {
+        Some(match name {
             b"job" => Kind::Job,
             b"started" => Kind::Started,
             b"completed" => Kind::Completed,
@@ -468,13 +498,14 @@ impl<K: JobKey> RangeScan<K> {
     /// One line (without its `\n`) starting at byte `offset`.
     #[inline]
     fn line(&mut self, line: &[u8], offset: u64) {
-        match json::parse_line(line) {
-            Ok(Some(fields)) => {
+        let mut fields = Fields::default();
+        match json::parse_into(line, &mut fields) {
+            Ok(true) => {
                 if !self.apply(&fields, line, offset) {
                     self.malformed += 1;
                 }
             }
-            Ok(None) => {}
+            Ok(false) => {}
             Err(json::Malformed) => self.malformed += 1,
         }
     }
@@ -564,6 +595,19 @@ impl<K: JobKey> RangeScan<K> {
 
     #[inline]
     fn note_ts(&mut self, ts: JsonStr<'_>) {
+        // The usual case: a plain 16-byte `%Y%m%dT%H%M%SZ` within the range
+        // seen so far, compared as two big-endian integers.
+        if !ts.has_escapes() && ts.raw().len() == 16 {
+            if let (Some(lo), Some(hi)) = (&self.min_ts, &self.max_ts) {
+                if lo.len() == 16 && hi.len() == 16 {
+                    let be = |s: &[u8]| u128::from_be_bytes(s.try_into().unwrap_or([0; 16]));
+                    let t = be(ts.raw());
+                    if be(lo) <= t && t <= be(hi) {
+                        return;
+                    }
+                }
+            }
+        }
         let t = ts.bytes();
         match &mut self.max_ts {
             Some(m) if *t <= **m => {}
@@ -1276,6 +1320,52 @@ mod tests {
             let mut a = a;
             assert!(!a.absorb(b));
             assert_eq!(a.finish(f.clone(), size), reference, "cut {cut}");
+        }
+    }
+
+    #[test]
+    fn event_kinds_plain_and_escaped() {
+        let kind = |t: &str| {
+            let line = format!("{{\"event\":{t}}}");
+            let f = json::parse_line(line.as_bytes()).unwrap().unwrap();
+            match f.event {
+                Value::Str(s) => Kind::of(s),
+                _ => None,
+            }
+        };
+        for (name, k) in [
+            ("job", Kind::Job),
+            ("started", Kind::Started),
+            ("completed", Kind::Completed),
+            ("failed", Kind::Failed),
+            ("requeued", Kind::Requeued),
+            ("source", Kind::Source),
+            ("resolved", Kind::Resolved),
+        ] {
+            assert!(kind(&format!("\"{name}\"")) == Some(k), "{name}");
+            let escaped: String = name
+                .chars()
+                .map(|c| format!("\\u{:04x}", c as u32))
+                .collect();
+            assert!(kind(&format!("\"{escaped}\"")) == Some(k), "{escaped}");
+        }
+        for other in [
+            "",
+            "jo",
+            "jobs",
+            "Job",
+            "complete",
+            "completes",
+            "completedd",
+            "faile",
+            "failed ",
+            "sourcex",
+            "resolve",
+            "requeue",
+            "checkpoint",
+            "started\\u0000",
+        ] {
+            assert!(kind(&format!("\"{other}\"")).is_none(), "{other}");
         }
     }
 

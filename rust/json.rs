@@ -627,7 +627,6 @@ impl<'a> Parser<'a> {
 
     /// A string body; `self.i` is just past the opening quote and ends just
     /// past the closing one.
-    #[inline]
     #[inline(always)]
     fn string(&mut self) -> R<JsonStr<'a>> {
         let start = self.i;

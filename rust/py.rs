@@ -431,11 +431,11 @@ impl Appender {
 #[pymodule]
 fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("MAX_SEQ", MAX_SEQ)?;
+    m.add_class::<Appender>()?;
     m.add_class::<Bitmap>()?;
     m.add_class::<IdSet>()?;
     m.add_class::<PendingJobs>()?;
     m.add_class::<Snapshot>()?;
-    m.add_class::<Appender>()?;
     m.add_function(wrap_pyfunction!(scan, m)?)?;
     Ok(())
 }

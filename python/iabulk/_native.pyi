@@ -12,8 +12,9 @@ Job-log semantics (format v1, see DESIGN.md), which the scan implements and
   whitespace is ignored and not counted.
 * A line must be strict UTF-8 holding one JSON object (RFC 8259; ``NaN`` and
   ``Infinity`` are rejected; a string holding a lone surrogate escape such as
-  ``"\\ud800"`` is rejected; duplicate keys: the last wins). Otherwise it is
-  malformed.
+  ``"\\ud800"`` is rejected; arrays and objects nested more than 512 deep,
+  counting the line's object as 1, are rejected; duplicate keys: the last
+  wins). Otherwise it is malformed.
 * ``event`` must be a string, else malformed. Kinds other than ``job``,
   ``started``, ``completed``, ``failed``, ``requeued``, ``source`` and
   ``resolved`` are ignored (not malformed).
@@ -31,16 +32,22 @@ Job-log semantics (format v1, see DESIGN.md), which the scan implements and
   ``failed`` (permanent), ``pending = total - completed - failed``,
   ``in_flight`` (pending and started with no terminal event since).
   The bitmap holds every done seq, with or without a job line.
-* ``bytes_completed`` sums ``extra.item_size`` (a non-negative integer) over
-  ``completed`` events that count; ``first_ts`` / ``last_ts`` are the
-  smallest / largest string ``ts`` over all well-formed lines of the known
-  kinds; ``errors`` counts the ``error`` strings of all ``failed`` events.
-* ``source``: the last ``source`` line (raw JSON text); ``resolved``: whether
-  a ``resolved`` line follows it.
+* ``bytes_completed`` sums, over the seqs counted in ``completed``, the
+  ``extra.item_size`` (a non-negative integer of any size, else 0) of the
+  ``completed`` event that made each one done (its last); ``first_ts`` /
+  ``last_ts`` are the smallest / largest string ``ts`` over all well-formed
+  lines of the known kinds; ``errors`` counts the ``error`` strings of all
+  ``failed`` events.
+* ``max_seq``: the largest seq of a job line (0 if there is none).
+* ``source``: the text of the last ``source`` line (without its ``\\n`` and
+  any trailing ``\\r``); ``resolved``: whether a ``resolved`` line follows
+  it (with no ``source`` line: whether any ``resolved`` line appears).
 """
 
 from collections.abc import Iterator
 from typing import Any, final
+
+__all__ = ["MAX_SEQ", "Appender", "Bitmap", "IdSet", "PendingJobs", "Snapshot", "scan"]
 
 MAX_SEQ: int
 """The seq cap, 100,000,000."""
@@ -49,16 +56,19 @@ MAX_SEQ: int
 class Bitmap:
     """Set of non-negative integers up to ``MAX_SEQ``, one bit each."""
 
-    def __init__(self, size: int = 0) -> None:
-        """``size`` is a capacity hint in bits; the bitmap grows as needed."""
+    def __new__(cls, size: int = 0) -> Bitmap:
+        """``size`` is a capacity hint in bits; the bitmap grows as needed.
+
+        ValueError if ``size`` is negative; hints above the cap are clamped.
+        """
 
     def set(self, n: int) -> None:
-        """Add ``n``; ValueError if ``n < 0`` or ``n > MAX_SEQ``."""
+        """Add ``n``; ValueError if ``n < 0`` or ``n > MAX_SEQ``, TypeError if not an int."""
 
     def clear(self, n: int) -> None:
         """Remove ``n``; ValueError if out of range."""
 
-    def __contains__(self, n: object) -> bool:
+    def __contains__(self, n: object, /) -> bool:
         """False for negatives, values above the cap, and non-integers."""
 
     def __len__(self) -> int:
@@ -75,11 +85,11 @@ class IdSet:
     Used to skip duplicates while resolving a source of millions of items.
     """
 
-    def __init__(self) -> None: ...
+    def __new__(cls) -> IdSet: ...
     def add(self, identifier: str) -> bool:
         """Add; True if it was not there yet."""
 
-    def __contains__(self, identifier: object) -> bool: ...
+    def __contains__(self, identifier: object, /) -> bool: ...
     def __len__(self) -> int: ...
 
 @final
@@ -93,7 +103,8 @@ class PendingJobs:
 
     def __len__(self) -> int: ...
     def __iter__(self) -> Iterator[dict[str, Any]]: ...
-    def __getitem__(self, index: int) -> dict[str, Any]: ...
+    def __getitem__(self, index: int, /) -> dict[str, Any]:
+        """The ``index``-th pending job (negative indexes count from the end)."""
     def seqs(self) -> list[int]:
         """The pending seqs, in order."""
 
@@ -137,7 +148,14 @@ class Appender:
     back to the last complete line.
     """
 
-    def __init__(self, path: str) -> None: ...
+    def __new__(cls, path: str) -> Appender:
+        """Open ``path`` for appending (``O_APPEND``, created with mode 0644).
+
+        ``BlockingIOError`` (an ``OSError``) naming the holder's pid if another
+        appender holds the log; other ``OSError`` if it cannot be opened.
+        Operations on a closed appender raise ``ValueError``.
+        """
+
     @property
     def repaired_bytes(self) -> int:
         """Bytes of torn tail cut off when the log was opened."""

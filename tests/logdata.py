@@ -117,7 +117,7 @@ TEXT = st.text(
         st.sampled_from(list('ae"\\/\té\u2028\x7f{}:,') + ["\u00e9", "\U0001f600", "\x00", "\n"]),
         st.characters(blacklist_categories=("Cs",)),
     ),
-    max_size=8,
+    max_size=30,
 )
 IDS = st.one_of(
     st.sampled_from(["nasa-apollo-11", "item", "Ünïcødé-项目", 'quote"back\\slash', '"seq":7']),
@@ -198,7 +198,8 @@ def record_pairs(draw: st.DrawFn) -> list[tuple[str, Any]]:
     if kind == "source":
         pairs.append(("query", draw(TEXT)))
     for _ in range(draw(st.integers(0, 2))):
-        pairs.append((draw(st.sampled_from(["x", "note", "worker", "op"])), draw(JSON_VALUES)))
+        key = draw(st.one_of(st.sampled_from(["x", "note", "worker", "op", "extra_"]), TEXT))
+        pairs.append((key, draw(JSON_VALUES)))
     if draw(st.integers(0, 7)) == 0:  # a duplicate key: the last one wins
         key = draw(st.sampled_from(["seq", "event", "id", "retry", "ts", "extra", "error"]))
         pairs.append((key, draw(st.one_of(JSON_VALUES, st.sampled_from(KINDS), GOOD_SEQS))))
@@ -277,53 +278,73 @@ def logs(draw: st.DrawFn, max_lines: int = 40) -> bytes:
 # -- big random logs (not hypothesis: a few MB each) -----------------------------
 
 
-def random_log(rng: random.Random, target_bytes: int, n_seqs: int = 20_000) -> bytes:
+def random_log(rng: random.Random, target_bytes: int, duplicate_jobs: bool = True, giant_lines: int = 0) -> bytes:
     """A seeded log of roughly ``target_bytes``: realistic lines, collisions, corruption.
 
-    Seqs are drawn from ``1..n_seqs`` in any order, so events land far from
-    their job line (in another block of a parallel scan); a few lines are long
-    (tens of KB) so block boundaries fall inside them.
+    Seqs are drawn in any order, so events land far from their job line (in
+    another range of a parallel scan). A few lines are long (tens of KB) so
+    block boundaries fall inside them, and ``giant_lines`` are longer than a
+    read block (1-3 MB). Without ``duplicate_jobs`` no seq gets a second
+    well-formed job line (a duplicate across ranges sends the Rust scan back
+    to one sequential pass, so this is what exercises the parallel fold).
     """
+    n_seqs = max(1000, target_bytes // 400)
+    unused = list(range(1, n_seqs + 1))
+    rng.shuffle(unused)
     out: list[bytes] = []
     size = 0
-    errors = ["HTTP 404", "HTTP 503", "item is dark", "md5 mismatch for x.pdf", "caf\u00e9 \\ \"q\""]
+    errors = ["HTTP 404", "HTTP 503", "item is dark", "md5 mismatch for x.pdf", 'caf\u00e9 \\ "q"']
     while size < target_bytes:
         r = rng.random()
         seq = rng.randint(1, n_seqs)
         ts = f"2026112{rng.randint(0, 9)}T{rng.randint(0, 235959):06d}Z"
         if r < 0.25:
-            ln = line({"event": "job", "seq": seq, "id": f"nasa-apollo-{seq:08d}-\u00e9", "op": "download", "ts": ts})
+            if not duplicate_jobs:
+                if not unused:
+                    continue
+                seq = unused.pop()
+            ident = f"nasa-apollo-{seq:08d}-\u00e9"
+            ln = line({"event": "job", "seq": seq, "id": ident, "op": "download", "ts": ts})
         elif r < 0.40:
             ln = line({"event": "started", "seq": seq, "ts": ts, "worker": rng.randint(0, 9)})
         elif r < 0.65:
-            ln = line({"seq": seq, "event": "completed", "ts": ts, "extra": {"item_size": rng.randint(0, 10**9)}})
+            extra = {"item_size": rng.randint(0, 10**9)}
+            ln = line({"seq": seq, "event": "completed", "ts": ts, "extra": extra})
         elif r < 0.78:
             retry: Any = rng.choice([1, 2, 3, False, False, True])
-            ln = line({"event": "failed", "seq": seq, "ts": ts, "error": rng.choice(errors), "retry": retry})
+            error = rng.choice(errors)
+            ln = line({"event": "failed", "seq": seq, "ts": ts, "error": error, "retry": retry})
         elif r < 0.82:
             ln = line({"event": "requeued", "seq": seq, "ts": ts})
         elif r < 0.83:
             ln = line({"event": "source", "query": f"collection:nasa {seq}", "ts": ts})
         elif r < 0.84:
             ln = line({"event": "resolved", "count": seq, "ts": ts})
-        elif r < 0.86:
-            ln = line({"event": "checkpoint", "seq": seq, "note": "x" * rng.randint(0, 50_000)})
-        elif r < 0.87:
-            ln = line({"event": "job", "seq": seq, "id": "long", "blob": "y\u00e9" * rng.randint(0, 40_000)})
+        elif r < 0.843:
+            ln = line({"event": "checkpoint", "seq": seq, "note": "x" * rng.randint(0, 30_000)})
+        elif r < 0.845 and duplicate_jobs:
+            blob = "y\u00e9" * rng.randint(0, 20_000)
+            ln = line({"event": "job", "seq": seq, "id": "long", "blob": blob})
         elif r < 0.90:
-            ln = line({"event": "completed", "seq": rng.choice([-1, 0, MAX_SEQ + 1, "1"]), "ts": ts})
+            bad_seq = rng.choice([-1, 0, MAX_SEQ + 1, "1"])
+            ln = line({"event": rng.choice(["job", "completed"]), "seq": bad_seq, "id": "x", "ts": ts})
         elif r < 0.92:
-            ln = rng.choice([b"", b"  ", b"[1]", b"\xff\xfe", b'{"event":"completed","seq":3,"x":"\xc3"}'])
+            ln = rng.choice(
+                [b"", b"  ", b"[1]", b"\xff\xfe", b'{"event":"completed","seq":3,"x":"\xc3"}']
+            )
         elif r < 0.94:
             good = line({"event": "completed", "seq": seq, "ts": ts})
             ln = good[: rng.randint(0, len(good) - 1)]
         elif r < 0.96:
             ln = line({"event": "completed", "seq": seq, "ts": ts}) + b"\r"
         else:
-            ln = line(
-                [("ts", ts), ("seq", seq), ("event", "failed"), ("retry", False), ("error", "x"), ("seq", seq + 1)],
-                Style(escapes="all", space=" "),
-            )
+            pairs = [("ts", ts), ("seq", seq), ("event", "failed"), ("retry", False),
+                     ("error", "x"), ("seq", seq + 1)]  # fmt: skip
+            ln = line(pairs, Style(escapes="all", space=" "))
         out.append(ln)
         size += len(ln) + 1
+    for _ in range(giant_lines):
+        blob = "z" * rng.randint(1_000_000, 3_000_000)
+        giant = line({"event": rng.choice(["checkpoint", "started"]), "seq": 1, "blob": blob})
+        out.insert(rng.randint(0, len(out)), giant)
     return b"\n".join(out) + b"\n"

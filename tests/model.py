@@ -11,8 +11,8 @@ a list of job dicts.
 
 from __future__ import annotations
 
+import decimal
 import json
-import sys
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -23,9 +23,6 @@ KNOWN_KINDS = {"job", "started", "completed", "failed", "requeued", "source", "r
 SEQ_KINDS = {"job", "started", "completed", "failed", "requeued"}
 JSON_WHITESPACE = b" \t\r\n"
 
-# RFC 8259 puts no limit on the digits of a number; CPython does by default.
-if hasattr(sys, "set_int_max_str_digits"):
-    sys.set_int_max_str_digits(0)
 
 
 # -- lines ---------------------------------------------------------------------
@@ -59,17 +56,23 @@ def _reject_constant(name: str) -> Any:
     raise ValueError(f"{name} is not JSON")
 
 
+def _parse_int(digits: str) -> int:
+    """RFC 8259 puts no limit on digits; ``int(str)`` refuses more than 4300 by default."""
+    return int(digits) if len(digits) < 4000 else int(decimal.Decimal(digits))
+
+
 def _strings(value: Any) -> Iterator[str]:
     """Every string in a parsed value, keys and shadowed duplicates included."""
-    if isinstance(value, str):
-        yield value
-    elif isinstance(value, _Pairs):
-        for key, item in value:
-            yield key
-            yield from _strings(item)
-    elif isinstance(value, list):
-        for item in value:
-            yield from _strings(item)
+    stack = [value]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, str):
+            yield item
+        elif isinstance(item, _Pairs):
+            for key, child in item:
+                stack += [key, child]
+        elif isinstance(item, list):
+            stack += item
 
 
 def _is_unicode(text: str) -> bool:
@@ -85,14 +88,16 @@ def parse_object(line: bytes) -> dict[str, Any] | None:
     """The JSON object on a line, or None if the line is malformed."""
     try:
         text = line.decode("utf-8")  # strict: no invalid or overlong bytes
-        pairs = json.loads(text, parse_constant=_reject_constant, object_pairs_hook=_Pairs)
-    except (UnicodeDecodeError, ValueError):
-        return None
+        pairs = json.loads(
+            text, parse_constant=_reject_constant, parse_int=_parse_int, object_pairs_hook=_Pairs
+        )
+    except (UnicodeDecodeError, ValueError, RecursionError):
+        return None  # RecursionError: CPython's own nesting limit (~1000), no format rule
     if not isinstance(pairs, _Pairs):
         return None
     if not all(_is_unicode(s) for s in _strings(pairs)):
         return None
-    obj = json.loads(text)  # the same text; duplicate keys: the last wins
+    obj = json.loads(text, parse_int=_parse_int)  # the same text; duplicate keys: the last wins
     assert isinstance(obj, dict)
     return obj
 

@@ -169,11 +169,34 @@ def test_torn_tail_is_cut_before_the_first_append(tmp_path: Path) -> None:
     assert log.repaired_bytes == len(fragment)
     log.close()
     data = path.read_bytes()
-    assert data.startswith(whole) and fragment not in data
-    appended = json.loads(data[len(whole) :])
-    assert (appended["event"], appended["seq"]) == ("completed", 1)
+    assert data.startswith(whole)
+    appended = data[len(whole) :]
+    assert appended.count(b"\n") == 1 and appended.endswith(b"\n"), "one new line, no fragment"
+    record = json.loads(appended)
+    assert (record["event"], record["seq"]) == ("completed", 1)
     assert JobLog(path).snapshot().malformed == 0
     assert JobLog(path).status() == {"total": 1, "completed": 1, "failed": 0, "pending": 0}
+
+
+@pytest.mark.parametrize("tail_bytes", [1, 70_000, 3_000_000])
+def test_long_torn_tail_is_cut_whole(tmp_path: Path, tail_bytes: int) -> None:
+    path = tmp_path / "log.jsonl"
+    whole = b'{"event":"job","seq":1,"id":"a"}\n{"event":"started","seq":1}\n'
+    path.write_bytes(whole + b'{"event":"checkpoint","blob":"' + b"x" * tail_bytes)
+    with JobLog(path) as log:
+        log.write_event("completed", 1)
+    data = path.read_bytes()
+    assert data.startswith(whole) and data.count(b"\n") == 3
+    assert JobLog(path).snapshot().malformed == 0
+
+
+def test_log_that_is_only_a_fragment_is_cut_to_empty(tmp_path: Path) -> None:
+    path = tmp_path / "log.jsonl"
+    path.write_bytes(b'{"event":"job","seq":1,"id":"a"')
+    with JobLog(path) as log:
+        log.write_event("started", 1)
+        assert log.repaired_bytes == 31
+    assert [r["event"] for r in lines_of(path)] == ["started"]
 
 
 def test_log_without_torn_tail_is_not_touched(tmp_path: Path) -> None:

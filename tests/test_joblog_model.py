@@ -8,9 +8,12 @@ spellings and corruption and the scan must report exactly what the model does.
 
 from __future__ import annotations
 
+import atexit
 import json
 import os
 import random
+import shutil
+import sys
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -27,14 +30,14 @@ from iabulk import _native as native
 CI = os.environ.get("CI") == "true"
 settings.register_profile(
     "joblog-ci",
-    max_examples=300,
+    max_examples=200,
     derandomize=True,
     deadline=None,
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
 )
 settings.register_profile(
     "joblog-dev",
-    max_examples=600,
+    max_examples=300,
     deadline=None,
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
 )
@@ -49,23 +52,49 @@ COUNTS = [
 # -- helpers -----------------------------------------------------------------------
 
 
+SCRATCH = Path(tempfile.mkdtemp(prefix="iabulk-model-"))
+atexit.register(shutil.rmtree, SCRATCH, ignore_errors=True)
+
+
 def scan_bytes(data: bytes, collect_ids: bool = False) -> Any:
-    """The Rust scan of ``data``, written to a file of its own."""
-    with tempfile.TemporaryDirectory() as tmp:
-        path = Path(tmp, "log.jsonl")
-        path.write_bytes(data)
-        return native.scan(str(path), collect_ids)
+    """The Rust scan of ``data`` written to a file."""
+    path = SCRATCH / "log.jsonl"
+    path.write_bytes(data)
+    return native.scan(str(path), collect_ids)
 
 
 def typed(value: Any) -> str:
-    """JSON text that tells 1, 1.0 and true apart (Python's == does not)."""
-    return json.dumps(value, sort_keys=True, ensure_ascii=True)
+    """Canonical text of a parsed JSON value that tells 1, 1.0, true and -0.0 apart.
+
+    (Text rather than nested tuples so that comparing deep values does not
+    recurse; ints in hex, which has no digit limit.)
+    """
+    if value is None or isinstance(value, bool):
+        return repr(value)
+    if isinstance(value, int):
+        return f"int:{value:x}"
+    if isinstance(value, float):
+        return f"float:{value.hex()}"
+    if isinstance(value, str):
+        return json.dumps(value)
+    parts: list[str] = []  # loops, not comprehensions: one frame per level of nesting
+    if isinstance(value, list):
+        for v in value:
+            parts.append(typed(v))
+        return "[" + ",".join(parts) + "]"
+    if isinstance(value, dict):
+        for k in sorted(value):
+            parts.append(json.dumps(k) + ":" + typed(value[k]))
+        return "{" + ",".join(parts) + "}"
+    raise TypeError(f"not a JSON value: {value!r}")
 
 
 def probe_seqs(want: model.ModelSnapshot) -> set[int]:
     """Every seq worth asking the bitmap about: a range around the data and the edges."""
-    top = max([want.max_seq, *want.bitmap, 20])
-    return set(range(-2, top + 3)) | {MAX_SEQ - 1, MAX_SEQ, MAX_SEQ + 1, 2**63, -(2**63)}
+    near = [s for s in [want.max_seq, *want.bitmap] if s < 100_000]
+    top = max([*near, 20])
+    edges = {MAX_SEQ - 1, MAX_SEQ, MAX_SEQ + 1, 99_999_998, 2**63, -(2**63)}
+    return set(range(-2, top + 3)) | edges | want.bitmap
 
 
 def assert_scan_matches_model(data: bytes, collect_ids: bool = False) -> None:
@@ -188,7 +217,7 @@ def test_scan_matches_model_on_generated_logs(data: bytes) -> None:
     assert_scan_matches_model(data)
 
 
-@PROFILE
+@settings(PROFILE, max_examples=PROFILE.max_examples // 3)
 @given(logdata.logs(max_lines=8))
 def test_collected_ids_match_model(data: bytes) -> None:
     assert_scan_matches_model(data, collect_ids=True)
@@ -197,6 +226,67 @@ def test_collected_ids_match_model(data: bytes) -> None:
 @pytest.mark.parametrize("bad", logdata.CORRUPT, ids=repr)
 def test_scan_matches_model_on_each_corrupt_line(bad: bytes) -> None:
     assert_scan_matches_model(logdata.log([A, event("completed", 1), bad, event("requeued", 1)]))
+
+
+def nested(depth: int) -> bytes:
+    """A job line whose ``x`` nests arrays so that the line is ``depth`` levels deep."""
+    return b'{"event":"job","seq":1,"id":"a","x":' + b"[" * (depth - 1) + b"]" * (depth - 1) + b"}"
+
+
+EDGE_CASES = [
+    pytest.param(L([nested(512)]), id="nesting-512-deep"),
+    pytest.param(
+        L([nested(513)]),
+        id="nesting-513-deep",
+        marks=pytest.mark.xfail(
+            strict=True,
+            reason="scan rejects nesting deeper than 512 (json.rs MAX_DEPTH), "
+            "a limit _native.pyi does not state; reported to the lead",
+        ),
+    ),
+    pytest.param(
+        L([b'{"event":"job","seq":1,"id":"a","x":' + b"7" * 5000 + b"}"]),
+        id="5000-digit-integer-in-a-pending-job",
+        marks=pytest.mark.xfail(
+            strict=True,
+            reason="the scan accepts the line, then json.loads refuses ints over 4300 digits "
+            "when the pending job is read (ValueError); reported to the lead",
+        ),
+    ),
+    pytest.param(L([A, b'{"event":"completed","seq":1,"extra":{"item_size":' + b"9" * 30 + b"}}"]), id="item-size-above-2**64"),
+    pytest.param(L([A, B, *[event("completed", s, extra={"item_size": 2**63 + 1}) for s in (1, 2)]]), id="bytes-completed-above-2**64"),
+    pytest.param(L([b'{"event":"job","seq":1,"id":"a","x":"' + b"y" * 2_500_000 + b'"}', B]), id="pending-job-longer-than-a-read-block"),
+    pytest.param(L([b'{"event":"job","seq":1,"id":"a","x":[1e400,-0.0,0.1,5e-324,1E+2,-12345678901234567890123]}']), id="numbers-in-a-pending-job"),
+    pytest.param(L([b'{"event":"started","seq":1,"ts":"\\uffff"}', b'{"event":"started","seq":1,"ts":"\\ud800\\udc00"}', b'{"event":"started","seq":1,"ts":"\\u0000"}']), id="ts-order-is-code-point-order"),
+    pytest.param(L([b'{"event":"failed","seq":1,"error":"\\u0041"}', b'{"event":"failed","seq":1,"error":"A"}']), id="errors-are-counted-decoded"),
+    pytest.param(L([b'{"event":"job","seq":1,"id":"\\u0000\\r\\n"}', b'{"event":"job","seq":2,"id":""}']), id="odd-ids"),
+    pytest.param(L([A]) + b"  \r", id="blank-torn-tail"),
+    pytest.param(L([A, b'{"event":"completed","seq":1}\r{"event":"requeued","seq":1}']), id="lone-cr-inside-a-line"),
+    pytest.param(b"\n" * 5 + L([A]) + b"\r\n" * 3, id="only-newlines-around"),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize("data", EDGE_CASES)
+def test_scan_matches_model_on_edge_cases(data: bytes) -> None:
+    assert_scan_matches_model(data, collect_ids=True)
+
+
+def test_bench_reference_matches_model() -> None:
+    """The plain-Python reader in benches/joblog.py, the benchmark's baseline, is honest."""
+    sys.path.insert(0, str(Path(__file__).parent.parent / "benches"))
+    try:
+        import joblog as bench  # type: ignore[import-not-found]
+    finally:
+        sys.path.pop(0)
+    data = logdata.random_log(random.Random(7), 400_000) + b'{"event":"job","seq":3,"id":"\\ud800"}\n'
+    path = SCRATCH / "reference.jsonl"
+    path.write_bytes(data)
+    got = bench.reference_scan(str(path))
+    want = model.scan_bytes(data)
+    offsets = got.pop("pending_offsets")
+    assert got.pop("done_seqs") == len(want.bitmap)
+    assert got == {name: getattr(want, name) for name in got}
+    assert [bench.reference_job_at(str(path), o) for o in offsets] == want.pending_jobs
 
 
 def test_pending_jobs_is_a_sequence() -> None:
@@ -208,25 +298,32 @@ def test_pending_jobs_is_a_sequence() -> None:
     assert pending.seqs() == [1, 3]
 
 
-# -- differential: big logs, so parallel ranges split mid-line ----------------------
+# -- differential: big logs, so parallel ranges split mid-data ----------------------
+#
+# The scan reads 1 MiB blocks and splits files of 16 MiB and more into ranges
+# scanned on threads (one per 8 MiB, up to the core count); these logs are
+# ~19 MB with lines longer than a block. With a seq's job line duplicated in two
+# ranges the scan falls back to one sequential pass, so the distinct-jobs log
+# is the one that exercises the parallel fold.
 
 
-@pytest.fixture(scope="module")
-def big_log() -> tuple[bytes, model.ModelSnapshot]:
-    data = logdata.random_log(random.Random(20261128), 6_000_000)
+@pytest.fixture(scope="module", params=["distinct-jobs", "duplicate-jobs"])
+def big_log(request: pytest.FixtureRequest) -> tuple[bytes, model.ModelSnapshot]:
+    duplicates = request.param == "duplicate-jobs"
+    data = logdata.random_log(random.Random(20261128), 11_000_000, duplicates, giant_lines=4)
+    assert len(data) > 16 << 20
     return data, model.scan_bytes(data)
 
 
-@pytest.mark.parametrize("megabytes", [1, 3])
-def test_scan_matches_model_on_large_logs(megabytes: int) -> None:
-    assert_scan_matches_model(logdata.random_log(random.Random(megabytes), megabytes * 1_000_000))
+def test_scan_matches_model_on_large_logs(big_log: tuple[bytes, model.ModelSnapshot]) -> None:
+    assert_scan_matches_model(big_log[0])
 
 
-@pytest.mark.parametrize("shift", [0, 1, 2, 3, 7, 63, 64, 65, 4095, 4097, 65_537, 1_000_003])
+@pytest.mark.parametrize("shift", [1, 7, 4095, 65_537, 1_000_003, 3_999_999])
 def test_scan_result_does_not_depend_on_where_blocks_split(
     big_log: tuple[bytes, model.ModelSnapshot], shift: int
 ) -> None:
-    """Blank padding shifts every block boundary without changing what the log says."""
+    """Blank padding shifts every block and range boundary without changing what the log says."""
     data, want = big_log
     padded = b" " * shift + b"\n" + data
     got = scan_bytes(padded)
@@ -238,6 +335,4 @@ def test_scan_result_does_not_depend_on_where_blocks_split(
     assert len(got.bitmap) == len(want.bitmap)
     assert all(s in got.bitmap for s in want.bitmap)
     jobs = list(got.pending_jobs)
-    assert [typed(j) for j in jobs[:200] + jobs[-200:]] == [
-        typed(j) for j in want.pending_jobs[:200] + want.pending_jobs[-200:]
-    ]
+    assert [typed(j) for j in jobs] == [typed(j) for j in want.pending_jobs]

@@ -53,9 +53,9 @@ def test_limit_blocks_beyond_current_and_honours_cancel() -> None:
     assert limit.acquire(cancel) is False
 
 
-def test_bucket_charges_debt_as_sleep() -> None:
+def test_bucket_books_a_shared_timeline() -> None:
     clock = Clock()
-    bucket = TokenBucket(1000.0, clock)
+    bucket = TokenBucket(1000.0, clock)  # burst: 64 KiB, i.e. 65.536 s ahead
     slept = []
 
     class Recorder(threading.Event):
@@ -63,8 +63,10 @@ def test_bucket_charges_debt_as_sleep() -> None:
             slept.append(timeout)
             return False
 
-    bucket.consume(500, Recorder())
-    assert slept == [0.5]
+    bucket.consume(65_536, Recorder())  # the burst: no wait
+    bucket.consume(500, Recorder())  # beyond it: half a second
+    bucket.consume(500, Recorder())  # another thread, booked after the first
+    assert slept == [0.5, 1.0]
 
 
 def test_parse_rate() -> None:

@@ -450,6 +450,7 @@ def _run(
         bucket=_bucket(options),
     )
     ui = make_ui(board, len(pending), quiet, level=lambda: f"{limit.current}/{limit.maximum}")
+    limit.on_change = lambda level, most, why: ui.info(f"transfers {level}/{most}: {why}")
     engine = BulkEngine(joblog, worker, workers=workers, retries=options["retries"], observer=ui)
     interrupts.engine = engine
     interrupts.announce = ui.error if quiet else ui.info

@@ -56,8 +56,14 @@ class AdaptiveLimit:
     """
 
     def __init__(
-        self, maximum: int, start: int = 2, ramp_seconds: float = 1.0, clock: Clock = time.monotonic
+        self,
+        maximum: int,
+        start: int = 2,
+        ramp_seconds: float = 1.0,
+        clock: Clock = time.monotonic,
+        on_change: Callable[[int, int, str], None] | None = None,
     ) -> None:
+        self.on_change = on_change
         self.maximum = maximum
         self.current = max(1, min(start, maximum))
         self.ramp_seconds = ramp_seconds
@@ -86,29 +92,43 @@ class AdaptiveLimit:
                 grown = self.current * 2 if self._slow_start else self.current + 1
                 self.current = min(self.maximum, grown)
                 self._last_change = now
+                changed = self.current
+            else:
+                changed = 0
             self._cond.notify_all()
+        if changed and self.on_change is not None:
+            self.on_change(changed, self.maximum, "ramping up")
 
     def pushback(self) -> None:
         with self._cond:
             now = self._clock()
-            if self._slow_start or now - self._last_change >= self.ramp_seconds:
-                self._slow_start = False
-                self.current = max(1, self.current // 2)
-                self._last_change = now
-                self.pushbacks += 1
+            if not (self._slow_start or now - self._last_change >= self.ramp_seconds):
+                return
+            self._slow_start = False
+            self.current = max(1, self.current // 2)
+            self._last_change = now
+            self.pushbacks += 1
+            level = self.current
+        if self.on_change is not None:
+            self.on_change(level, self.maximum, "server asked to slow down")
 
 
 class TokenBucket:
-    """A total byte rate shared by all transfers (``--limit-rate``)."""
+    """A total byte rate shared by all transfers (``--limit-rate``).
+
+    Each chunk books the next ``nbytes / rate`` seconds of a shared
+    timeline; a transfer sleeps until its booking comes due, so threads
+    share the rate instead of each paying the whole debt. Up to ``burst``
+    bytes may run ahead of the timeline.
+    """
 
     def __init__(self, rate: float, clock: Clock = time.monotonic) -> None:
         if rate <= 0:
             raise ValueError("rate must be positive")
         self.rate = rate
         self.burst = max(64 * 1024, rate / 10)
-        self._tokens = 0.0
-        self._stamp = clock()
         self._clock = clock
+        self._due = clock()
         self._lock = threading.Lock()
 
     def chunk_size(self, default: int) -> int:
@@ -116,15 +136,13 @@ class TokenBucket:
         return max(16 * 1024, min(default, int(self.rate / 10)))
 
     def consume(self, nbytes: int, cancel: threading.Event) -> None:
-        """Account for ``nbytes`` received; sleep while over the rate."""
+        """Account for ``nbytes`` received; sleep while ahead of the rate."""
         with self._lock:
             now = self._clock()
-            self._tokens = min(self.burst, self._tokens + (now - self._stamp) * self.rate)
-            self._stamp = now
-            self._tokens -= nbytes
-            debt = -self._tokens
-        if debt > 0:
-            cancel.wait(debt / self.rate)
+            self._due = max(self._due, now) + nbytes / self.rate
+            wait = self._due - now - self.burst / self.rate
+        if wait > 0:
+            cancel.wait(wait)
 
 
 def parse_rate(text: str) -> float:

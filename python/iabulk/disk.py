@@ -35,9 +35,13 @@ class DisksFull(Exception):
     """No destination has room for an item; try again when space returns."""
 
 
-@dataclass
+@dataclass(eq=False)
 class Reservation:
-    """Bytes promised to one item on one disk, shrinking as they are written."""
+    """Bytes promised to one item on one disk, shrinking as they are written.
+
+    Compared by identity: two items of the same size on one disk hold equal
+    fields, and releasing one must never remove the other's promise.
+    """
 
     path: str
     device: int

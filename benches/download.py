@@ -1,0 +1,714 @@
+"""End-to-end download benchmark: iabulk against the released ``ia`` command, in one run.
+
+    python benches/download.py                          # every preset, full scale
+    python benches/download.py --scale 0.1              # a quick run
+    python benches/download.py --presets many-small,resume
+
+For each preset it starts the archive stand-in (``python -m tests.standin``) in a
+process of its own, writes the item list, and measures, one after another:
+
+* ``capacity``: 10 parallel ``curl`` processes fetching the preset's file bodies
+  straight from the data nodes (keep-alive within each curl, no metadata, no
+  redirect, output to /dev/null): the stand-in's ceiling on this machine;
+* ``ia seq``: the sequential baseline, ONE ``ia download --itemlist FILE``
+  process (``ia download ITEM`` for the one-item preset). This is the strongest
+  honest "sequential ia": it pays interpreter start-up once, where a shell loop
+  of one ``ia download ITEM`` per item pays it per item;
+* ``ia xargs``: ``xargs -P 10 -n 1 ia download`` over the item list (for the
+  one-item preset, ``ia list ITEM | xargs -P 10 -n K ia download ITEM``, the
+  only way to fan ``ia`` out over one item);
+* ``iabulk``: ``iabulk download --itemlist FILE -w 10`` (a fresh job log).
+
+Every run writes to its own directory under ``bench-out/download/``; its output
+is verified (each file the metadata lists with an md5: present, size and md5
+equal; ``<id>_files.xml`` present; no leftover partial files) before its time
+counts. A run that fails verification is reported as FAILED and not timed.
+
+Columns: wall time, items/s, MB/s (10^6 bytes of verified files per second),
+CPU seconds (user+sys of the whole process tree, from ``wait4``), peak RSS of the
+client (the sum over the process tree, sampled every 50 ms, and never less than
+the largest single process's own peak from ``wait4``), connections the
+stand-in accepted, and the ratio of the run's wall time to ``ia seq``'s.
+
+``tiny-100k`` measures engine overhead: iabulk over every item, plus ``ia seq``
+and ``ia xargs`` over a sample (``--tiny-sample``, extrapolated; marked ``~``),
+plus ``bare http``: a minimal client doing exactly iabulk's HTTP work (a
+metadata GET, then the file GET following its redirect, through one shared
+``requests`` session in 10 threads, bodies discarded) over the same items.
+Engine overhead per job = (iabulk CPU - bare http CPU) / jobs: what iabulk
+spends beyond the HTTP work (file writes, md5, fsync, the job log, the engine,
+the UI). The TLS/proxy/HTTP work itself is the same in both.
+
+``resume`` measures resuming a 10M-job log with 4M pending (``benches/genlog.py``,
+cached in ``bench-out/``): the time from starting ``iabulk download --joblog J``
+to the stand-in's first metadata request, and iabulk's peak RSS (VmHWM) at that
+moment. The log is truncated back to its original length afterwards, so it can
+be reused.
+
+Ratios are measured in the same run; nothing here asserts an absolute time.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import resource
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(HERE))
+
+from tests.standin.corpus import Corpus  # noqa: E402
+
+BIN = Path(sys.executable).parent
+PRESETS = ("many-small", "few-large", "wide-item", "tiny-100k", "resume")
+PARALLEL = 10
+TARGETS = {
+    "many-small": 4.0,
+    "wide-item": 5.0,
+    "few-large": 1.2,
+}
+
+
+# -- processes -------------------------------------------------------------------
+
+
+def _tree(pid: int) -> list[int]:
+    """``pid`` and every descendant, from /proc."""
+    children: dict[int, list[int]] = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat", "rb") as f:
+                stat = f.read()
+        except OSError:
+            continue
+        ppid = int(stat[stat.rindex(b")") + 2 :].split()[1])
+        children.setdefault(ppid, []).append(int(entry))
+    out, todo = [], [pid]
+    while todo:
+        p = todo.pop()
+        out.append(p)
+        todo.extend(children.get(p, ()))
+    return out
+
+
+def _rss_kib(pid: int, field_name: bytes = b"VmRSS:") -> int:
+    try:
+        with open(f"/proc/{pid}/status", "rb") as f:
+            for line in f:
+                if line.startswith(field_name):
+                    return int(line.split()[1])
+    except OSError:
+        pass
+    return 0
+
+
+@dataclass
+class Measured:
+    wall: float
+    cpu: float
+    peak_rss_kib: int
+    returncode: int
+
+
+def measure(
+    argv: Sequence[str] | str,
+    env: dict[str, str],
+    log: Path,
+    cwd: Path | None = None,
+    shell: bool = False,
+    tree: bool = False,
+) -> Measured:
+    """Run a command; wall time, CPU of its tree, and peak RSS (tree sum if ``tree``)."""
+    with open(log, "wb") as out:
+        t0 = time.perf_counter()
+        proc = subprocess.Popen(
+            argv, env=env, cwd=cwd, stdout=out, stderr=subprocess.STDOUT, shell=shell,
+            start_new_session=True,
+        )
+        peak = 0
+        stop = threading.Event()
+
+        def sample() -> None:
+            nonlocal peak
+            while not stop.wait(0.05):
+                pids = _tree(proc.pid) if tree else [proc.pid]
+                peak = max(peak, sum(_rss_kib(p) for p in pids))
+
+        sampler = threading.Thread(target=sample, daemon=True)
+        sampler.start()
+        _, status, usage = os.wait4(proc.pid, 0)
+        wall = time.perf_counter() - t0
+        stop.set()
+        sampler.join()
+        proc.returncode = os.waitstatus_to_exitcode(status)
+    cpu = usage.ru_utime + usage.ru_stime
+    return Measured(wall, cpu, max(peak, usage.ru_maxrss), proc.returncode)
+
+
+# -- the stand-in ----------------------------------------------------------------
+
+
+class Standin:
+    """``python -m tests.standin`` in its own process."""
+
+    def __init__(self, preset: str, scale: float, faults: str = "") -> None:
+        cmd = [sys.executable, "-m", "tests.standin", "--preset", preset, "--scale", str(scale),
+               "--warm"]
+        if faults:
+            cmd += ["--faults", faults]
+        self.proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, text=True)
+        assert self.proc.stdout is not None
+        line = self.proc.stdout.readline()
+        if not line:
+            raise RuntimeError("the stand-in did not start")
+        ready = json.loads(line)
+        self.env_vars: dict[str, str] = ready["env"]
+        self.control: str = ready["control"]
+        self.proxy: str = ready["proxy"]
+
+    def env(self) -> dict[str, str]:
+        env = {**os.environ, **self.env_vars, "PYTHONUNBUFFERED": "1"}
+        env["PATH"] = os.pathsep.join([str(BIN), env.get("PATH", "")])
+        return env
+
+    def _control(self, method: str, path: str) -> dict[str, Any]:
+        import http.client
+        from urllib.parse import urlsplit
+
+        url = urlsplit(self.control)
+        conn = http.client.HTTPConnection(url.hostname, url.port, timeout=10)
+        try:
+            conn.request(method, f"{url.path}{path}")
+            return json.loads(conn.getresponse().read())
+        finally:
+            conn.close()
+
+    def counters(self) -> dict[str, Any]:
+        return self._control("GET", "/counters")
+
+    def reset(self) -> None:
+        self._control("POST", "/counters/reset")
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        try:
+            self.proc.wait(10)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+
+
+# -- verification ----------------------------------------------------------------
+
+
+def _md5_file(path: Path) -> str:
+    digest = hashlib.md5()
+    with open(path, "rb") as f:
+        while chunk := f.read(1 << 20):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def verify(corpus: Corpus, ids: Sequence[str], dest: Path) -> tuple[bool, str, int]:
+    """(ok, first problem, verified bytes) for ``dest/<id>/<name>`` of every item."""
+    total = 0
+    for identifier in ids:
+        root = dest / identifier
+        for name, (size, md5) in corpus.expected(identifier).items():
+            path = root / name
+            try:
+                st = path.stat()
+            except OSError:
+                return False, f"missing {identifier}/{name}", total
+            if st.st_size != size:
+                return False, f"size of {identifier}/{name}: {st.st_size} != {size}", total
+            if _md5_file(path) != md5:
+                return False, f"md5 of {identifier}/{name}", total
+            total += size
+        if not (root / f"{identifier}_files.xml").exists():
+            return False, f"missing {identifier}/{identifier}_files.xml", total
+    for dirpath, _, files in os.walk(dest):
+        for name in files:
+            if name.endswith(".iabulk-part"):
+                return False, f"leftover partial file {name} in {dirpath}", total
+    return True, "", total
+
+
+# -- one row ---------------------------------------------------------------------
+
+
+@dataclass
+class Row:
+    tool: str
+    items: int
+    wall: float | None = None
+    cpu: float | None = None
+    rss_kib: int | None = None
+    nbytes: int = 0
+    connections: int | None = None
+    requests: int | None = None
+    note: str = ""
+    failed: str = ""
+    extrapolated: bool = False
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def run_tool(
+    srv: Standin,
+    corpus: Corpus,
+    ids: Sequence[str],
+    tool: str,
+    argv: Sequence[str] | str,
+    dest: Path,
+    logdir: Path,
+    shell: bool = False,
+    tree: bool = False,
+    check_exit: bool = True,
+) -> Row:
+    if dest.exists():
+        shutil.rmtree(dest)
+    dest.mkdir(parents=True)
+    srv.reset()
+    m = measure(argv, srv.env(), logdir / f"{tool.replace(' ', '-')}.log", cwd=dest.parent,
+                shell=shell, tree=tree)
+    counters = srv.counters()
+    row = Row(tool, len(ids), connections=counters["connections_opened"],
+              requests=counters["requests"])
+    if check_exit and m.returncode != 0:
+        row.failed = f"exit {m.returncode}"
+    else:
+        ok, problem, nbytes = verify(corpus, ids, dest)
+        if not ok:
+            row.failed = problem
+        else:
+            row.wall, row.cpu, row.rss_kib, row.nbytes = m.wall, m.cpu, m.peak_rss_kib, nbytes
+    shutil.rmtree(dest, ignore_errors=True)
+    return row
+
+
+def capacity(srv: Standin, corpus: Corpus, ids: Sequence[str], logdir: Path) -> Row:
+    """10 parallel curls fetching every file body from its data node, keep-alive per curl."""
+    urls = []
+    nbytes = 0
+    for identifier in ids:
+        item = corpus[identifier]
+        node, n = item.servers[0], item.dir_number
+        for name, (size, _) in corpus.expected(identifier).items():
+            path = "/".join(quote(p, safe="") for p in f"{identifier}/{name}".split("/"))
+            urls.append(f"https://{node}/{n}/items/{path}")
+            nbytes += size
+    configs = []
+    for k in range(PARALLEL):
+        part = urls[k::PARALLEL]
+        if not part:
+            continue
+        cfg = logdir / f"curl-{k}.cfg"
+        cfg.write_text("".join(f'url = "{u}"\noutput = "/dev/null"\n' for u in part))
+        configs.append(cfg)
+    script = " & ".join(f"curl -sS --fail -K {c}" for c in configs) + " & wait"
+    srv.reset()
+    m = measure(["bash", "-c", script], srv.env(), logdir / "capacity.log", tree=True)
+    counters = srv.counters()
+    row = Row("capacity (10 curl)", len(ids), connections=counters["connections_opened"],
+              requests=counters["requests"], note="data only")
+    if counters["requests_by_kind"]["data"] != len(urls) or counters["status"].get("200") != len(urls):
+        row.failed = f"curl fetched {counters['status']} of {len(urls)}"
+    else:
+        row.wall, row.cpu, row.rss_kib, row.nbytes = m.wall, m.cpu, m.peak_rss_kib, nbytes
+    return row
+
+
+# -- tables ----------------------------------------------------------------------
+
+
+def _fmt_row(row: Row, base: Row | None) -> str:
+    if row.failed:
+        return (f"  {row.tool:<20} {'FAILED':>9}  {row.failed}"
+                + (f"  (conns {row.connections})" if row.connections is not None else ""))
+    assert row.wall is not None and row.cpu is not None and row.rss_kib is not None
+    tilde = "~" if row.extrapolated else " "
+    ratio = ""
+    if base is not None and base.wall and not base.failed and row is not base:
+        ratio = f"{base.wall / row.wall:6.2f}x"
+    elif row is base:
+        ratio = "  1.00x"
+    conns = "" if row.connections is None else f"{row.connections:>7d}"
+    reqs = "" if row.requests is None else f"{row.requests:>8d}"
+    return (
+        f"  {row.tool:<20} {tilde}{row.wall:8.2f}s {row.items / row.wall:9.1f} "
+        f"{row.nbytes / row.wall / 1e6:8.1f} {row.cpu:8.2f} {row.rss_kib / 1024:8.1f} "
+        f"{conns} {reqs} {ratio:>8} {row.note}"
+    )
+
+
+HEADER = (
+    f"  {'tool':<20} {'wall':>9}  {'items/s':>8} {'MB/s':>8} {'CPU s':>8} {'RSS MB':>8} "
+    f"{'conns':>7} {'requests':>8} {'vs seq':>8}"
+)
+
+
+def print_table(title: str, rows: list[Row], base: Row | None, out: Callable[[str], None]) -> None:
+    out(f"\n== {title}")
+    out(HEADER)
+    for row in rows:
+        out(_fmt_row(row, base))
+
+
+# -- presets ---------------------------------------------------------------------
+
+
+def ids_and_list(corpus: Corpus, path: Path) -> list[str]:
+    ids = sorted(corpus.identifiers())
+    path.write_text("".join(f"{i}\n" for i in ids))
+    return ids
+
+
+def bench_preset(preset: str, scale: float, args: argparse.Namespace, out: Callable[[str], None]) -> list[Row]:
+    outdir = ROOT / "bench-out" / "download" / preset
+    shutil.rmtree(outdir, ignore_errors=True)
+    outdir.mkdir(parents=True)
+    corpus = Corpus.preset(preset, scale=scale)
+    corpus.warm()
+    itemlist = outdir / "items.txt"
+    ids = ids_and_list(corpus, itemlist)
+    srv = Standin(preset, scale)
+    rows: list[Row] = []
+    try:
+        rows.append(capacity(srv, corpus, ids, outdir))
+        ia = str(BIN / "ia")
+        iabulk = str(BIN / "iabulk")
+        if preset == "wide-item":
+            (ident,) = ids
+            seq_cmd: Sequence[str] | str = [ia, "download", "--destdir", "dest", ident]
+            per = max(1, -(-(len(corpus[ident].files) + 2) // PARALLEL))
+            fan = (f"{ia} list {ident} | xargs -d '\\n' -P {PARALLEL} -n {per} "
+                   f"{ia} download --destdir dest {ident}")
+            bulk = [iabulk, "download", ident]
+        else:
+            seq_cmd = [ia, "download", "--itemlist", str(itemlist), "--destdir", "dest"]
+            fan = f"xargs -P {PARALLEL} -n 1 {ia} download --destdir dest < {itemlist}"
+            bulk = [iabulk, "download", "--itemlist", str(itemlist)]
+        bulk += ["-w", str(PARALLEL), "--destdir", "dest", "--disk-margin", "0",
+                 "--joblog", str(outdir / "iabulk.jsonl")]
+        dest = outdir / "dest"
+        for tool in args.tools:
+            if tool == "ia-seq":
+                rows.append(run_tool(srv, corpus, ids, "ia seq", seq_cmd, dest, outdir))
+            elif tool == "ia-xargs":
+                rows.append(run_tool(srv, corpus, ids, f"ia xargs -P {PARALLEL}", fan, dest,
+                                     outdir, shell=True, tree=True))
+            elif tool == "iabulk":
+                (outdir / "iabulk.jsonl").unlink(missing_ok=True)
+                rows.append(run_tool(srv, corpus, ids, f"iabulk -w {PARALLEL}", bulk, dest, outdir))
+    finally:
+        srv.stop()
+    base = next((r for r in rows if r.tool == "ia seq"), None)
+    print_table(f"{preset} (scale {scale:g}: {len(ids)} items, "
+                f"{sum(len(corpus.expected(i)) + 1 for i in ids)} files)", rows, base, out)
+    return rows
+
+
+BARE_HTTP = r'''
+import os, sys, threading, requests
+from urllib.parse import quote
+ids = open(sys.argv[1]).read().split()
+session = requests.Session()
+adapter = requests.adapters.HTTPAdapter(pool_connections=64, pool_maxsize=64, max_retries=0)
+session.mount("https://", adapter)
+it = iter(ids)
+lock = threading.Lock()
+def work():
+    while True:
+        with lock:
+            ident = next(it, None)
+        if ident is None:
+            return
+        meta = session.get(f"https://archive.org/metadata/{ident}", timeout=60).json()
+        for f in meta["files"]:
+            if "md5" not in f:
+                continue
+            r = session.get(f"https://archive.org/download/{ident}/{quote(f['name'])}",
+                            stream=True, timeout=60)
+            for chunk in r.iter_content(1 << 20):
+                pass
+            r.close()
+            assert r.status_code == 200, r.status_code
+threads = [threading.Thread(target=work) for _ in range(int(sys.argv[2]))]
+for t in threads: t.start()
+for t in threads: t.join()
+'''
+
+
+def bench_tiny(scale: float, args: argparse.Namespace, out: Callable[[str], None]) -> list[Row]:
+    preset = "tiny-100k"
+    outdir = ROOT / "bench-out" / "download" / preset
+    shutil.rmtree(outdir, ignore_errors=True)
+    outdir.mkdir(parents=True)
+    corpus = Corpus.preset(preset, scale=scale)
+    corpus.warm()
+    ids = ids_and_list(corpus, outdir / "items.txt")
+    sample = ids[: max(1, min(len(ids), args.tiny_sample))]
+    (outdir / "sample.txt").write_text("".join(f"{i}\n" for i in sample))
+    srv = Standin(preset, scale)
+    rows: list[Row] = []
+    ia, iabulk = str(BIN / "ia"), str(BIN / "iabulk")
+    dest = outdir / "dest"
+    factor = len(ids) / len(sample)
+
+    def extrapolate(row: Row) -> Row:
+        if not row.failed and factor != 1:
+            assert row.wall is not None and row.cpu is not None
+            row.wall, row.cpu = row.wall * factor, row.cpu * factor
+            row.nbytes = int(row.nbytes * factor)
+            row.connections = int((row.connections or 0) * factor)
+            row.requests = int((row.requests or 0) * factor)
+            row.items = len(ids)
+            row.extrapolated = True
+            row.note = f"from {len(sample)} items"
+        return row
+
+    try:
+        rows.append(capacity(srv, corpus, sample, outdir))
+        extrapolate(rows[-1])
+        if "ia-seq" in args.tools:
+            rows.append(extrapolate(run_tool(
+                srv, corpus, sample, "ia seq",
+                [ia, "download", "--itemlist", str(outdir / "sample.txt"), "--destdir", "dest"],
+                dest, outdir)))
+        if "ia-xargs" in args.tools:
+            rows.append(extrapolate(run_tool(
+                srv, corpus, sample, f"ia xargs -P {PARALLEL}",
+                f"xargs -P {PARALLEL} -n 1 {ia} download --destdir dest < {outdir / 'sample.txt'}",
+                dest, outdir, shell=True, tree=True)))
+        script = outdir / "bare_http.py"
+        script.write_text(BARE_HTTP)
+        srv.reset()
+        m = measure([sys.executable, str(script), str(outdir / "items.txt"), str(PARALLEL)],
+                    srv.env(), outdir / "bare-http.log")
+        c = srv.counters()
+        bare = Row("bare http (10 thr)", len(ids), connections=c["connections_opened"],
+                   requests=c["requests"], note="HTTP work only, no files")
+        if m.returncode:
+            bare.failed = f"exit {m.returncode}"
+        else:
+            bare.wall, bare.cpu, bare.rss_kib = m.wall, m.cpu, m.peak_rss_kib
+            bare.nbytes = c["requests_by_kind"] and sum(
+                size for i in ids for size, _ in corpus.expected(i).values())
+        rows.append(bare)
+        if "iabulk" in args.tools:
+            (outdir / "iabulk.jsonl").unlink(missing_ok=True)
+            rows.append(run_tool(
+                srv, corpus, ids, f"iabulk -w {PARALLEL}",
+                [iabulk, "download", "--itemlist", str(outdir / "items.txt"), "-w", str(PARALLEL),
+                 "--destdir", "dest", "--disk-margin", "0", "--joblog", str(outdir / "iabulk.jsonl")],
+                dest, outdir))
+    finally:
+        srv.stop()
+    base = next((r for r in rows if r.tool == "ia seq"), None)
+    print_table(f"{preset} (scale {scale:g}: {len(ids)} items; ~ = extrapolated from "
+                f"{len(sample)} items)", rows, base, out)
+    bulk = next((r for r in rows if r.tool.startswith("iabulk")), None)
+    if bulk and bulk.cpu is not None and bare.cpu is not None:
+        per_job = (bulk.cpu - bare.cpu) / len(ids) * 1e3
+        out(f"  iabulk CPU per job: {bulk.cpu / len(ids) * 1e3:.2f} ms; bare HTTP work: "
+            f"{bare.cpu / len(ids) * 1e3:.2f} ms; engine overhead beyond the HTTP work: "
+            f"{per_job:.2f} ms/job")
+        bulk.extra["overhead_ms"] = per_job
+    return rows
+
+
+# -- resume at scale -------------------------------------------------------------
+
+
+def resume_log(jobs: int, out: Callable[[str], None]) -> Path:
+    """A genlog log of ``jobs`` jobs whose source line iabulk can read (cached)."""
+    import genlog
+
+    path = ROOT / "bench-out" / f"resume-{jobs}.v{genlog.VERSION}.jsonl"
+    meta = path.with_suffix(".json")
+    if path.exists() and meta.exists():
+        return path
+    out(f"  generating a {jobs:,}-job log with benches/genlog.py (cached in {path.parent}) …")
+    stats = genlog.generate(str(path), jobs)
+    fix_source_line(path)
+    meta.write_text(json.dumps({"jobs": stats.jobs, "pending": stats.pending,
+                                "bytes": stats.bytes}))
+    return path
+
+
+def fix_source_line(path: Path) -> None:
+    """Rewrite genlog's source line in place as a record iabulk resumes from.
+
+    genlog writes ``{"event":"source","search":...}``, a shape iabulk reports as
+    an unreadable source record (and then refuses to resume). The replacement
+    is padded with JSON whitespace to the same length, so nothing else moves.
+    """
+    record = json.dumps({"event": "source",
+                         "source": {"kind": "search", "query": "collection:nasa"}},
+                        separators=(",", ":")).encode()
+    with open(path, "r+b") as f:
+        first = f.readline()
+        if json.loads(first).get("source"):
+            return
+        if len(record) + 1 > len(first):
+            raise RuntimeError("iabulk's source record does not fit genlog's first line")
+        f.seek(0)
+        f.write(record + b" " * (len(first) - len(record) - 1) + b"\n")
+
+
+def bench_resume(jobs: int, out: Callable[[str], None], runs: int = 3) -> dict[str, Any]:
+    path = resume_log(jobs, out)
+    info = json.loads(path.with_suffix(".json").read_text())
+    outdir = ROOT / "bench-out" / "download" / "resume"
+    shutil.rmtree(outdir, ignore_errors=True)
+    (outdir / "dest").mkdir(parents=True)
+    subprocess.run(["cat", str(path)], stdout=subprocess.DEVNULL, check=True)  # page cache
+    srv = Standin("tiny-100k", 0.0001)
+    results = []
+    original = path.stat().st_size
+    try:
+        for k in range(runs):
+            srv.reset()
+            log = open(outdir / f"iabulk-{k}.log", "wb")
+            t0 = time.perf_counter()
+            proc = subprocess.Popen(
+                [str(BIN / "iabulk"), "download", "--joblog", str(path), "-w", str(PARALLEL),
+                 "--destdir", str(outdir / "dest"), "--disk-margin", "0"],
+                env=srv.env(), stdout=log, stderr=subprocess.STDOUT)
+            first = None
+            hwm = 0
+            while proc.poll() is None and time.perf_counter() - t0 < 120:
+                hwm = max(hwm, _rss_kib(proc.pid, b"VmHWM:"))
+                if srv.counters()["requests_by_kind"]["metadata"] > 0:
+                    first = time.perf_counter() - t0
+                    hwm = max(hwm, _rss_kib(proc.pid, b"VmHWM:"))
+                    break
+                time.sleep(0.005)
+            proc.send_signal(signal.SIGINT)
+            try:
+                proc.wait(30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+            log.close()
+            with open(path, "r+b") as f:
+                f.truncate(original)
+            results.append((first, hwm))
+    finally:
+        srv.stop()
+    times = [t for t, _ in results if t is not None]
+    best = min(times) if times else None
+    peak = max(h for _, h in results)
+    out(f"\n== resume: {info['jobs']:,}-job log ({info['bytes'] / 1e9:.2f} GB), "
+        f"{info['pending']:,} pending")
+    out("  time from `iabulk download --joblog J` to the first metadata request: "
+        + ", ".join("FAILED" if t is None else f"{t:.2f} s" for t, _ in results)
+        + (f" (best {best:.2f} s)" if best is not None else ""))
+    out(f"  iabulk peak RSS (VmHWM) up to that moment: {peak / 1024:.0f} MB")
+    return {"first_job_s": best, "peak_rss_mb": peak / 1024}
+
+
+# -- main ------------------------------------------------------------------------
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--scale", type=float, default=1.0, help="shrink every preset's counts")
+    parser.add_argument("--presets", default=",".join(PRESETS),
+                        help=f"comma-separated, from {', '.join(PRESETS)}")
+    parser.add_argument("--tools", default="ia-seq,ia-xargs,iabulk",
+                        help="comma-separated, from ia-seq, ia-xargs, iabulk")
+    parser.add_argument("--tiny-sample", type=int, default=1000,
+                        help="items of tiny-100k that ia runs over (then extrapolated)")
+    parser.add_argument("--tiny-scale", type=float, default=None,
+                        help="scale of tiny-100k (default: --scale)")
+    parser.add_argument("--resume-jobs", type=int, default=10_000_000)
+    args = parser.parse_args(argv)
+    args.tools = [t for t in args.tools.split(",") if t]
+    presets = [p for p in args.presets.split(",") if p]
+    unknown = set(presets) - set(PRESETS)
+    if unknown:
+        parser.error(f"unknown preset(s): {', '.join(sorted(unknown))}")
+    for tool in ("ia", "iabulk"):
+        if not (BIN / tool).exists():
+            parser.error(f"{BIN / tool} not found; run `make build` first")
+    if not shutil.which("curl"):
+        parser.error("curl is needed for the stand-in's capacity row")
+
+    report = ROOT / "bench-out" / "download" / "report.txt"
+    report.parent.mkdir(parents=True, exist_ok=True)
+    lines: list[str] = []
+
+    def out(text: str) -> None:
+        print(text, flush=True)
+        lines.append(text)
+
+    load = os.getloadavg()
+    out(f"iabulk download benchmark: {os.cpu_count()} CPUs, load average {load[0]:.1f} at start; "
+        f"scale {args.scale:g}; {PARALLEL} parallel")
+    summary: dict[str, Any] = {}
+    for preset in presets:
+        if preset == "resume":
+            summary["resume"] = bench_resume(args.resume_jobs, out)
+        elif preset == "tiny-100k":
+            rows = bench_tiny(args.tiny_scale or args.scale, args, out)
+            summary[preset] = rows
+        else:
+            summary[preset] = bench_preset(preset, args.scale, args, out)
+    out("\n== targets")
+    for preset, rows in summary.items():
+        if preset == "resume":
+            r = rows
+            ok = r["first_job_s"] is not None and r["first_job_s"] <= 2 and r["peak_rss_mb"] <= 300
+            shown = "FAILED" if r["first_job_s"] is None else f"{r['first_job_s']:.2f} s"
+            out(f"  resume: first job {shown} (<= 2 s), peak RSS {r['peak_rss_mb']:.0f} MB "
+                f"(<= 300 MB): {'met' if ok else 'NOT met'}")
+            continue
+        base = next((r for r in rows if r.tool == "ia seq" and not r.failed), None)
+        bulk = next((r for r in rows if r.tool.startswith("iabulk")), None)
+        cap = next((r for r in rows if r.tool.startswith("capacity") and not r.failed), None)
+        if bulk is None:
+            continue
+        if bulk.failed:
+            out(f"  {preset}: iabulk FAILED ({bulk.failed})")
+            continue
+        assert bulk.wall is not None and bulk.rss_kib is not None
+        parts = []
+        if preset in TARGETS and base is not None and base.wall:
+            ratio = base.wall / bulk.wall
+            parts.append(f"{ratio:.2f}x ia seq (>= {TARGETS[preset]}x: "
+                         f"{'met' if ratio >= TARGETS[preset] else 'NOT met'})")
+        if preset == "few-large" and cap is not None and cap.wall:
+            share = (bulk.nbytes / bulk.wall) / (cap.nbytes / cap.wall)
+            parts.append(f"{share:.0%} of capacity (>= 60%: {'met' if share >= 0.6 else 'NOT met'})")
+        if "overhead_ms" in bulk.extra:
+            ms = bulk.extra["overhead_ms"]
+            parts.append(f"engine overhead {ms:.2f} ms/job (<= 1 ms: {'met' if ms <= 1 else 'NOT met'})")
+        rss = bulk.rss_kib / 1024
+        parts.append(f"peak RSS {rss:.0f} MB (<= 100 MB: {'met' if rss <= 100 else 'NOT met'})")
+        out(f"  {preset}: " + "; ".join(parts))
+    out(f"\nload average at end {os.getloadavg()[0]:.1f}; report written to "
+        f"{report.relative_to(ROOT)}")
+    report.write_text("\n".join(lines) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

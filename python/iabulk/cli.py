@@ -242,7 +242,14 @@ def _ia_session(config_file: str | None) -> Any:
         raise UsageError(f"cannot read the ia configuration: {type(exc).__name__}: {exc}") from None
 
 
-def _session_factory(ia_session: Any) -> Any:
+def _session_factory(ia_session: Any, workers: int = 4) -> Any:
+    """The one ``requests.Session`` every transfer thread shares.
+
+    Its pools keep ``workers`` connections per host (one item's files, or
+    ``-w`` threads on one wide item, all hit one data node) for many hosts
+    (every item in flight has its own data node), so connections are reused
+    across items, files and redirects instead of opened per file.
+    """
     import requests
     from requests.adapters import HTTPAdapter
 
@@ -253,7 +260,8 @@ def _session_factory(ia_session: Any) -> Any:
         session = requests.Session()
         session.headers["User-Agent"] = agent
         session.cookies.update(cookies)
-        adapter = HTTPAdapter(pool_connections=8, pool_maxsize=8, max_retries=0)
+        adapter = HTTPAdapter(pool_connections=4 * workers + 8, pool_maxsize=workers + 2,
+                              max_retries=0)
         session.mount("https://", adapter)
         session.mount("http://", adapter)
         return session
@@ -432,7 +440,7 @@ def _run(
     auth = S3Auth(ia_session.access_key, ia_session.secret_key) if (
         ia_session.access_key and ia_session.secret_key) else None
     worker = DownloadWorker(
-        _session_factory(ia_session),
+        _session_factory(ia_session, workers),
         f"{ia_session.protocol}//{ia_session.host}",
         disks,
         DownloadOptions(

@@ -1,8 +1,13 @@
 """Downloading one archive.org item, every file verified before it counts.
 
-The worker reads the item's metadata, picks a disk, and hands each selected
-file to a shared pool of transfer threads, so one item with thousands of
-files keeps every idle transfer busy. A file is streamed to a temporary name
+The worker reads the item's metadata, picks a disk, and fetches the selected
+files itself, one after another, over one kept-alive connection to the
+item's data node. Transfer threads that would otherwise sit idle (fewer
+items than transfer slots: one item with thousands of files, the tail of a
+run) join the item with the most files left, so every slot stays busy
+without opening a connection per file. All threads share one
+``requests.Session``: connections to archive.org and to each data node are
+kept alive and reused across items, files and redirects. A file is streamed to a temporary name
 beside its target while its md5 is computed; only when size and md5 match the
 metadata is it synced and renamed into place. A partial temporary file is
 resumed with ``Range`` on the next attempt or run.
@@ -24,8 +29,9 @@ import hashlib
 import os
 import threading
 import time
+from collections import deque
 from collections.abc import Callable, Iterator
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import quote
@@ -142,13 +148,27 @@ class _Item:
     lock: threading.Lock = field(default_factory=threading.Lock)
 
 
+@dataclass(eq=False)
+class _Work:
+    """An item's files still to take, and what became of those taken."""
+
+    item: _Item
+    queue: deque[_File]
+    cancel: threading.Event
+    outstanding: int = 0
+    errors: list[BaseException] = field(default_factory=list)
+
+
 class DownloadWorker(BaseWorker):
     """Downloads an item's selected files to ``DESTDIR/<identifier>/<name>``.
 
-    ``transfers`` threads move files for all items at once. ``session_factory``
-    makes one ``requests.Session`` per transfer thread (keep-alive per
-    thread); it carries the ``internetarchive`` configuration: credentials,
-    cookies, User-Agent, protocol and host.
+    Up to ``transfers`` files move at once: each item's own worker thread
+    takes its files one by one, and helper threads (as many as the
+    :class:`AdaptiveLimit` level leaves free) join the items with the most
+    files left. ``session_factory`` is called once; the ``requests.Session``
+    it makes is shared by every thread (its connection pools must hold
+    ``transfers`` connections per host) and carries the ``internetarchive``
+    configuration: credentials, cookies, User-Agent, protocol and host.
     """
 
     def __init__(
@@ -174,16 +194,28 @@ class DownloadWorker(BaseWorker):
         self.bucket = bucket
         self._chunk = bucket.chunk_size(CHUNK) if bucket else CHUNK
         self._metadata_auth = metadata_auth
-        self._local = threading.local()
+        self._shared: requests.Session | None = None
+        self._session_lock = threading.Lock()
+        self._transfers = transfers
         self._pool = ThreadPoolExecutor(transfers, thread_name_prefix="iabulk-transfer")
+        # Items whose files are being fetched, and how many threads pull files.
+        self._sched = threading.Condition()
+        self._open: list[_Work] = []
+        self._streams = 0
+        self._helpers = 0
 
     def close(self) -> None:
         self._pool.shutdown(wait=True, cancel_futures=True)
+        if self._shared is not None:
+            self._shared.close()
 
     def _session(self) -> requests.Session:
-        session: requests.Session | None = getattr(self._local, "session", None)
+        session = self._shared
         if session is None:
-            session = self._local.session = self._session_factory()
+            with self._session_lock:
+                if self._shared is None:
+                    self._shared = self._session_factory()
+                session = self._shared
         return session
 
     # -- one item ------------------------------------------------------------
@@ -289,16 +321,10 @@ class DownloadWorker(BaseWorker):
         remaining = sum(f.size or 0 for f in files)
         reservation = self.disks.reserve(subdir, remaining)
         item = _Item(identifier, os.path.join(reservation.path, subdir), reservation)
+        work = _Work(item, deque(files), cancel)
         try:
-            futures: list[Future[int]] = [
-                self._pool.submit(self._fetch, item, f, cancel) for f in files
-            ]
-            errors: list[BaseException] = []
-            for future in futures:
-                try:
-                    future.result()
-                except BaseException as exc:
-                    errors.append(exc)
+            self._fetch_all(work)
+            errors = work.errors
             if not errors:
                 _sync_dirs(item.root, files)
         finally:
@@ -318,6 +344,81 @@ class DownloadWorker(BaseWorker):
             "disk": reservation.path,
         }
         return WorkerResult(True, identifier, extra=extra)
+
+    # -- scheduling files ----------------------------------------------------
+
+    def _fetch_all(self, work: _Work) -> None:
+        """Fetch every file of ``work``: this thread in order, helpers if slots are free."""
+        sched = self._sched
+        with sched:
+            self._open.append(work)
+            self._streams += 1
+            self._recruit()
+        try:
+            self._pull(work)
+        finally:
+            with sched:
+                self._streams -= 1
+                if work in self._open:
+                    self._open.remove(work)
+                while work.outstanding:
+                    sched.wait()
+                self._recruit()
+
+    def _pull(self, work: _Work) -> None:
+        """Fetch files of ``work`` until none is left to take."""
+        sched = self._sched
+        while True:
+            with sched:
+                if not work.queue:
+                    return
+                f = work.queue.popleft()
+                work.outstanding += 1
+            try:
+                self._fetch(work.item, f, work.cancel)
+            except BaseException as exc:  # every file is tried; the item reports the worst
+                work.errors.append(exc)
+            finally:
+                with sched:
+                    work.outstanding -= 1
+                    if not work.outstanding:
+                        sched.notify_all()
+                    self._recruit()  # the adaptive level may have grown
+
+    def _recruit(self) -> None:
+        """Start helpers while transfer slots are free and files wait (``_sched`` held)."""
+        while (
+            self._helpers < self._transfers
+            and self._streams < self.limit.current
+            and any(w.queue for w in self._open)
+        ):
+            self._helpers += 1
+            self._streams += 1
+            self._pool.submit(self._help)
+
+    def _help(self) -> None:
+        """A helper: join the open item with the most files left, until none needs help."""
+        sched = self._sched
+        try:
+            while True:
+                with sched:
+                    if self._streams > self.limit.current:
+                        return
+                    work = max(self._open, key=lambda w: len(w.queue), default=None)
+                    if work is None or not work.queue:
+                        return
+                    work.outstanding += 1  # keeps the owner waiting while we join
+                try:
+                    self._pull(work)
+                finally:
+                    with sched:
+                        work.outstanding -= 1
+                        if not work.outstanding:
+                            sched.notify_all()
+        finally:
+            with sched:
+                self._helpers -= 1
+                self._streams -= 1
 
     # -- one file ------------------------------------------------------------
 

@@ -132,8 +132,29 @@ pub fn parse_line(line: &[u8]) -> Result<Option<Fields<'_>>, Malformed> {
 /// [`parse_line`] into `f` (reset first): `Ok(false)` for a blank line.
 #[inline]
 pub fn parse_into<'a>(line: &'a [u8], f: &mut Fields<'a>) -> Result<bool, Malformed> {
+    match plain_quotes(line) {
+        Some((quotes, false)) => parse_with::<true, false>(line, f, quotes),
+        Some((quotes, true)) => parse_with::<true, true>(line, f, quotes),
+        None => parse_with::<false, true>(line, f, 0),
+    }
+}
+
+/// Parse in one of three modes: `PLAIN` (the line is plain, see
+/// [`plain_quotes`], and `quotes` is its quote mask) and `WS` (the line may
+/// hold whitespace). The compact lines the scan mostly sees take the
+/// `<true, false>` path.
+#[inline(always)]
+fn parse_with<'a, const PLAIN: bool, const WS: bool>(
+    line: &'a [u8],
+    f: &mut Fields<'a>,
+    quotes: u128,
+) -> Result<bool, Malformed> {
     *f = Fields::default();
-    let mut p = Parser { b: line, i: 0 };
+    let mut p = Parser::<PLAIN, WS> {
+        b: line,
+        i: 0,
+        quotes,
+    };
     p.skip_ws();
     if p.i == line.len() {
         return Ok(false);
@@ -200,7 +221,11 @@ const fn mask(n: u32) -> u64 {
 /// Check that `text` is one well-formed JSON value of any kind (used by tests
 /// and by callers that only need validation).
 pub fn validate_value(text: &[u8]) -> bool {
-    let mut p = Parser { b: text, i: 0 };
+    let mut p = Parser::<false, true> {
+        b: text,
+        i: 0,
+        quotes: 0,
+    };
     p.skip_ws();
     if p.skip_value(0).is_err() {
         return false;
@@ -291,6 +316,48 @@ fn decode_into(raw: &[u8], out: &mut Vec<u8>) {
     }
 }
 
+/// The first 8 bytes of `s` (which must have them) as a little-endian word.
+#[inline(always)]
+fn load8(s: &[u8]) -> u64 {
+    let mut w = [0u8; 8];
+    w.copy_from_slice(&s[..8]);
+    u64::from_le_bytes(w)
+}
+
+/// How many ASCII digits `s` starts with.
+#[inline]
+fn digit_run(s: &[u8]) -> usize {
+    let mut n = 0;
+    while let Some(chunk) = s.get(n..n + 8) {
+        let w = load8(chunk);
+        // High bit of each byte below '0', above '9' or non-ASCII; the lowest
+        // flagged byte is exact (borrows and carries only flag bytes above).
+        let below = w.wrapping_sub(ONES * 0x30) & !w & HIGHS;
+        let above = (w.wrapping_add(ONES * (0x7f - 0x39)) | w) & HIGHS;
+        let other = below | above;
+        if other != 0 {
+            return n + (other.trailing_zeros() / 8) as usize;
+        }
+        n += 8;
+    }
+    n + s[n..].iter().take_while(|c| c.is_ascii_digit()).count()
+}
+
+/// The value of the first `n` (1..=8) ASCII digits in `w` (first digit in
+/// the lowest byte).
+#[inline]
+fn eight_digits(w: u64, n: usize) -> u64 {
+    // Move the digits to the top and fill the bottom with '0's: leading
+    // zeros do not change the value.
+    let shift = 8 * (8 - n) as u32;
+    let w = w.checked_shl(shift).unwrap_or(0) | (ONES * 0x30).checked_shr(64 - shift).unwrap_or(0);
+    let w = w.wrapping_sub(ONES * 0x30);
+    // Combine pairs, then quads, then the two halves.
+    let w = (w.wrapping_mul(10) + (w >> 8)) & 0x00ff_00ff_00ff_00ff;
+    let w = (w.wrapping_mul(100) + (w >> 16)) & 0x0000_ffff_0000_ffff;
+    (w.wrapping_mul(10_000) + (w >> 32)) & 0xffff_ffff
+}
+
 /// A number as the scan needs it.
 #[derive(Clone, Copy)]
 enum Num {
@@ -300,19 +367,101 @@ enum Num {
     Other,
 }
 
-struct Parser<'a> {
+struct Parser<'a, const PLAIN: bool, const WS: bool> {
     b: &'a [u8],
     i: usize,
+    /// When `PLAIN`: the line's quote positions, so that each string's end
+    /// is found from the mask alone.
+    quotes: u128,
 }
 
-impl<'a> Parser<'a> {
+/// The quote positions (bit `i` for byte `i`) of a line of at most 128
+/// bytes that holds no backslash, control character or non-ASCII byte, the
+/// shape of nearly every line the scan sees. In such a line every quote
+/// delimits a string and every string is valid as it stands. `None` for
+/// any other line, which then takes the general path.
+/// Also tells whether the line holds a space.
+#[inline]
+fn plain_quotes(line: &[u8]) -> Option<(u128, bool)> {
+    if line.len() > 128 {
+        return None;
+    }
+    // Two bytes of quote mask per 16-byte block.
+    let mut quotes = [0u8; 16];
+    let mut special = 0u32;
+    let mut spaces = 0u32;
+    let mut chunks = line.chunks_exact(16);
+    let mut k = 0;
+    for c in &mut chunks {
+        let mut block = [0u8; 16];
+        block.copy_from_slice(c);
+        let (q, s, w) = masks16(&block);
+        quotes[k..k + 2].copy_from_slice(&(q as u16).to_le_bytes());
+        special |= s;
+        spaces |= w;
+        k += 2;
+    }
+    let rest = chunks.remainder();
+    if !rest.is_empty() {
+        let mut block = [b'a'; 16];
+        block[..rest.len()].copy_from_slice(rest);
+        let (q, s, w) = masks16(&block);
+        quotes[k..k + 2].copy_from_slice(&(q as u16).to_le_bytes());
+        special |= s;
+        spaces |= w;
+    }
+    (special == 0).then_some((u128::from_le_bytes(quotes), spaces != 0))
+}
+
+/// Per byte of `block`, a bit: (is a quote, is a backslash, a control
+/// character or non-ASCII, is a space).
+#[cfg(target_arch = "x86_64")]
+#[inline]
+fn masks16(block: &[u8; 16]) -> (u32, u32, u32) {
+    use std::arch::x86_64::{
+        _mm_cmpeq_epi8, _mm_cmplt_epi8, _mm_loadu_si128, _mm_movemask_epi8, _mm_set1_epi8,
+    };
+    // SAFETY: SSE2 is part of the x86_64 baseline, and the unaligned load
+    // reads exactly the 16 bytes of `block`.
+    unsafe {
+        let v = _mm_loadu_si128(block.as_ptr().cast());
+        let quote = _mm_movemask_epi8(_mm_cmpeq_epi8(v, _mm_set1_epi8(b'"' as i8)));
+        let backslash = _mm_movemask_epi8(_mm_cmpeq_epi8(v, _mm_set1_epi8(b'\\' as i8)));
+        // Signed: below 0x20, or 0x80 and above.
+        let odd = _mm_movemask_epi8(_mm_cmplt_epi8(v, _mm_set1_epi8(0x20)));
+        let space = _mm_movemask_epi8(_mm_cmpeq_epi8(v, _mm_set1_epi8(b' ' as i8)));
+        (quote as u32, (backslash | odd) as u32, space as u32)
+    }
+}
+
+#[cfg(not(target_arch = "x86_64"))]
+#[inline]
+fn masks16(block: &[u8; 16]) -> (u32, u32, u32) {
+    masks16_portable(block)
+}
+
+#[cfg(any(test, not(target_arch = "x86_64")))]
+fn masks16_portable(block: &[u8; 16]) -> (u32, u32, u32) {
+    let (mut quote, mut special, mut space) = (0u32, 0u32, 0u32);
+    for (i, &b) in block.iter().enumerate() {
+        quote |= u32::from(b == b'"') << i;
+        special |= u32::from(b == b'\\' || !(0x20..0x80).contains(&b)) << i;
+        space |= u32::from(b == b' ') << i;
+    }
+    (quote, special, space)
+}
+
+impl<'a, const PLAIN: bool, const WS: bool> Parser<'a, PLAIN, WS> {
     #[inline]
     fn peek(&self) -> Option<u8> {
         self.b.get(self.i).copied()
     }
 
-    #[inline]
+    #[inline(always)]
     fn skip_ws(&mut self) {
+        if !WS {
+            return;
+        }
         while let Some(&c) = self.b.get(self.i) {
             if !is_ws(c) {
                 break;
@@ -337,6 +486,26 @@ impl<'a> Parser<'a> {
     /// string path.
     #[inline]
     fn key(&mut self) -> R<Key> {
+        if PLAIN {
+            // The key ends at the next quote; no escapes are possible.
+            let len = self.next_quote()?;
+            let k = &self.b[self.i..self.i + len];
+            fn is<const N: usize>(k: &[u8], name: &[u8; N]) -> bool {
+                k.first_chunk::<N>() == Some(name)
+            }
+            let key = match len {
+                2 if is(k, b"id") => Key::Id,
+                2 if is(k, b"ts") => Key::Ts,
+                3 if is(k, b"seq") => Key::Seq,
+                5 if is(k, b"event") => Key::Event,
+                5 if is(k, b"error") => Key::Error,
+                5 if is(k, b"retry") => Key::Retry,
+                5 if is(k, b"extra") => Key::Extra,
+                _ => Key::Other,
+            };
+            self.i += len + 1;
+            return Ok(key);
+        }
         if let Some(chunk) = self.b.get(self.i..self.i + 8) {
             let mut w = [0u8; 8];
             w.copy_from_slice(chunk);
@@ -561,20 +730,34 @@ impl<'a> Parser<'a> {
         match self.peek() {
             Some(b'0') => self.i += 1,
             Some(b'1'..=b'9') => {
-                let start = self.i;
-                while let Some(&c) = b.get(self.i) {
-                    if !c.is_ascii_digit() {
-                        break;
-                    }
+                let rest = &b[self.i..];
+                let n = digit_run(rest);
+                let digits = &rest[..n];
+                self.i += n;
+                if n <= 8 && rest.len() >= 8 {
+                    value = eight_digits(load8(rest), n);
+                } else if n <= 16 && rest.len() >= 16 {
+                    const POW10: [u64; 9] = [
+                        1,
+                        10,
+                        100,
+                        1_000,
+                        10_000,
+                        100_000,
+                        1_000_000,
+                        10_000_000,
+                        100_000_000,
+                    ];
+                    value = eight_digits(load8(rest), 8) * POW10[n - 8]
+                        + eight_digits(load8(&rest[8..]), n - 8);
+                } else if n <= 19 {
                     // 19 digits always fit in a u64.
-                    value = value.wrapping_mul(10).wrapping_add(u64::from(c - b'0'));
-                    self.i += 1;
-                }
-                let digits = self.i - start;
-                if digits == 20 {
-                    // Redo with checks: 20 digits may or may not fit.
-                    value = 0;
-                    for &c in &b[start..self.i] {
+                    for &c in digits {
+                        value = value * 10 + u64::from(c - b'0');
+                    }
+                } else if n == 20 {
+                    // 20 digits may or may not fit.
+                    for &c in digits {
                         match value
                             .checked_mul(10)
                             .and_then(|v| v.checked_add(u64::from(c - b'0')))
@@ -583,7 +766,7 @@ impl<'a> Parser<'a> {
                             None => overflow = true,
                         }
                     }
-                } else if digits > 20 {
+                } else {
                     overflow = true;
                 }
             }
@@ -641,6 +824,10 @@ impl<'a> Parser<'a> {
     /// escapes. Kept small so that its result travels in a register.
     #[inline]
     fn string_end(&mut self) -> R<bool> {
+        if PLAIN {
+            self.i += self.next_quote()? + 1;
+            return Ok(false);
+        }
         let b = self.b;
         let mut escaped = false;
         loop {
@@ -668,6 +855,17 @@ impl<'a> Parser<'a> {
                 0x80..=0xff => self.utf8()?,
                 _ => self.i += 1,
             }
+        }
+    }
+
+    /// In a plain line: how far the next quote is from `self.i`.
+    #[inline(always)]
+    fn next_quote(&self) -> R<usize> {
+        let rest = self.quotes.checked_shr(self.i as u32).unwrap_or(0);
+        if rest == 0 {
+            Err(Malformed)
+        } else {
+            Ok(rest.trailing_zeros() as usize)
         }
     }
 
@@ -866,6 +1064,34 @@ mod tests {
 
     #[test]
     fn numbers() {
+        // Short numbers followed by at least 8 bytes take the word path.
+        for v in [
+            1u64,
+            7,
+            42,
+            905,
+            1234,
+            98765,
+            100000,
+            1234567,
+            99999999,
+            123456789,
+            9876543210,
+            1000000000000000,
+            9999999999999999,
+            10000000000000000,
+            1234567890123456789,
+        ] {
+            for tail in [
+                "}",
+                ",\"padding\":\"xxxxxxxx\"}",
+                ",\"padding\":\"xxxxxxxxxxxxxxxx\"}",
+                " , \"p\":1}",
+            ] {
+                let line = format!("{{\"seq\":{v}{tail}");
+                assert_eq!(ok(&line).seq, Value::UInt(v), "{line}");
+            }
+        }
         let seq = |t: &str| ok(Box::leak(format!(r#"{{"seq":{t}}}"#).into_boxed_str())).seq;
         assert_eq!(seq("0"), Value::UInt(0));
         assert_eq!(seq("-0"), Value::UInt(0));
@@ -1077,6 +1303,96 @@ mod tests {
         bad(objects(MAX_DEPTH).as_bytes());
         // An unbalanced deep prefix is rejected without recursing forever.
         bad("{\"a\":".to_string().repeat(10_000).as_bytes());
+    }
+
+    /// Every line through the general path only.
+    fn parse_general(line: &[u8]) -> Result<Option<Fields<'_>>, Malformed> {
+        let mut f = Fields::default();
+        Ok(parse_with::<false, true>(line, &mut f, 0)?.then_some(f))
+    }
+
+    #[test]
+    fn digit_helpers() {
+        for s in [
+            "",
+            "a",
+            "0",
+            "7x",
+            "12345678",
+            "123456789",
+            "1234567890123456789012",
+            "12a45",
+            "1.5",
+        ] {
+            let want = s.bytes().take_while(u8::is_ascii_digit).count();
+            assert_eq!(digit_run(s.as_bytes()), want, "{s}");
+        }
+        for b in 0..=255u8 {
+            let mut s = *b"11111111";
+            s[3] = b;
+            let want = if b.is_ascii_digit() { 8 } else { 3 };
+            assert_eq!(digit_run(&s), want, "{b}");
+        }
+        for v in [0u64, 1, 9, 10, 99, 1234, 98765432, 10000000, 99999999] {
+            let text = v.to_string();
+            let n = text.len();
+            let mut padded = text.into_bytes();
+            padded.resize(8, b'}');
+            assert_eq!(eight_digits(load8(&padded), n), v, "{v}");
+        }
+    }
+
+    #[test]
+    fn plain_line_path_agrees_with_the_general_path() {
+        let lines: &[&[u8]] = &[
+            br#"{"event":"job","seq":1,"id":"nasa-apollo-00000001","op":"download","ts":"20261128T101500Z"}"#,
+            br#"{"event":"completed","seq":12,"ts":"20261128T101500Z","extra":{"item_size":123456}}"#,
+            br#"{"event":"failed","seq":9,"ts":"20251124T170005Z","error":"HTTP 429","retry":false}"#,
+            br#"{"event":"started","seq":3,"ts":"x","worker":2,"a":[1,{"b":"c"}],"":""}"#,
+            br#" {"event" : "job" , "seq":1 , "id":"a" } "#,
+            br#"{"event":"job","seq":1,"id":"a"}x"#,
+            br#"{"event":"job","seq":1,"id":"a""b"}"#,
+            br#"{"event":"job","seq":1,"id":}"#,
+            br#"{"":"","":"","":""}"#,
+            br#"{"a":"""#,
+            br#"""#,
+            b"{}",
+        ];
+        let long = format!("{{\"id\":\"{}\",\"seq\":5}}", "x".repeat(200));
+        let mut all: Vec<Vec<u8>> = lines.iter().map(|l| l.to_vec()).collect();
+        all.push(long.into_bytes());
+        for line in &all {
+            // Whole, and cut at every byte (strings left open, keys cut...).
+            for end in 0..=line.len() {
+                let l = &line[..end];
+                assert_eq!(
+                    parse_line(l),
+                    parse_general(l),
+                    "{:?}",
+                    String::from_utf8_lossy(l)
+                );
+            }
+        }
+        // The mask sees exactly the quotes, at any offset up to 128 bytes.
+        for n in 0..=128 {
+            let mut l = vec![b'a'; n];
+            if n > 0 {
+                l[n - 1] = b'"';
+            }
+            let q = plain_quotes(&l);
+            assert_eq!(q, Some((if n > 0 { 1u128 << (n - 1) } else { 0 }, false)));
+        }
+        assert_eq!(plain_quotes(&[b'a'; 129]), None);
+        assert_eq!(plain_quotes(b"a\\b"), None);
+        assert_eq!(plain_quotes(b"a\tb"), None);
+        assert_eq!(plain_quotes("é".as_bytes()), None);
+        assert_eq!(plain_quotes(b"\x7f~ "), Some((0, true)));
+        assert_eq!(plain_quotes(b"\"\" "), Some((3, true)));
+        for b in 0..=255u8 {
+            let mut block = [b' '; 16];
+            block[b as usize % 16] = b;
+            assert_eq!(masks16(&block), masks16_portable(&block), "{b}");
+        }
     }
 
     #[test]

@@ -344,15 +344,21 @@ enum BigSize {
     Digits(Box<[u8]>),
 }
 
-/// In a page slot: the size is in [`Sizes::big`].
-const SIZE_ELSEWHERE: u32 = u32::MAX;
+/// Page slots below this hold the size itself; `ARENA | i` refers to
+/// `arena[i]`; [`SIZE_IN_MAP`] to the map entry of the seq.
+const ARENA: u32 = 1 << 31;
+/// In a page slot: the size is in [`Sizes::big`] under the seq.
+const SIZE_IN_MAP: u32 = u32::MAX;
+const ARENA_MAX: usize = (SIZE_IN_MAP - ARENA) as usize;
 
 /// Per seq, the item size of the range's last `completed` event (0 when it
-/// had none or an invalid one), in lazily allocated pages of `u32`; the rare
-/// sizes of 4 GiB and more live in a map.
+/// had none or an invalid one), in lazily allocated pages of `u32`. Sizes of
+/// 2 GiB and more go to an append-only arena; sizes above `u64::MAX` (and
+/// any overflow of the arena) to a map by seq.
 #[derive(Default)]
 struct Sizes {
     pages: Vec<Option<Box<[u32]>>>,
+    arena: Vec<u64>,
     big: HashMap<u32, BigSize>,
 }
 
@@ -364,14 +370,18 @@ impl Sizes {
     #[inline]
     fn set(&mut self, seq: u32, size: Value<'_>) {
         let v = match size {
-            Value::UInt(n) if n < u64::from(SIZE_ELSEWHERE) => n as u32,
+            Value::UInt(n) if n < u64::from(ARENA) => n as u32,
+            Value::UInt(n) if self.arena.len() < ARENA_MAX => {
+                self.arena.push(n);
+                ARENA | (self.arena.len() - 1) as u32
+            }
             Value::UInt(n) => {
                 self.big.insert(seq, BigSize::U64(n));
-                SIZE_ELSEWHERE
+                SIZE_IN_MAP
             }
             Value::BigUInt(digits) => {
                 self.big.insert(seq, BigSize::Digits(digits.into()));
-                SIZE_ELSEWHERE
+                SIZE_IN_MAP
             }
             _ => 0,
         };
@@ -383,6 +393,47 @@ impl Sizes {
             self.pages.resize_with(p + 1, || None);
         }
         self.pages[p].get_or_insert_with(zero_size_page)[seq as usize & (PAGE - 1)] = v;
+    }
+
+    /// The size in a slot of `seq` (as a decimal string when above u64).
+    fn value(&self, seq: u32, slot: u32) -> Result<u64, &[u8]> {
+        match slot {
+            SIZE_IN_MAP => match self.big.get(&seq) {
+                Some(BigSize::U64(n)) => Ok(*n),
+                Some(BigSize::Digits(d)) => Err(d),
+                None => Ok(0),
+            },
+            s if s >= ARENA => Ok(self.arena[(s - ARENA) as usize]),
+            s => Ok(u64::from(s)),
+        }
+    }
+
+    /// Move another range's arena to the end of this one's; returns how its
+    /// slots translate.
+    fn adopt_arena(&mut self, arena: Vec<u64>) -> usize {
+        let offset = self.arena.len();
+        if offset == 0 {
+            self.arena = arena;
+        } else {
+            self.arena.extend_from_slice(&arena);
+        }
+        offset
+    }
+
+    /// A slot of the other range (whose arena starts at `offset` here) as a
+    /// slot of this one.
+    #[inline]
+    fn translate(&mut self, seq: u32, slot: u32, offset: usize) -> u32 {
+        if slot < ARENA || slot == SIZE_IN_MAP || offset == 0 {
+            return slot;
+        }
+        let i = (slot - ARENA) as usize + offset;
+        if i < ARENA_MAX {
+            ARENA | i as u32
+        } else {
+            self.big.insert(seq, BigSize::U64(self.arena[i]));
+            SIZE_IN_MAP
+        }
     }
 }
 
@@ -403,28 +454,19 @@ impl Kind {
         if event.has_escapes() {
             return Kind::named(&event.bytes());
         }
-        // The plain spellings, from one 8-byte load and the length.
-        let raw = event.raw();
-        if raw.len() > 9 || raw.len() < 3 {
-            return None;
+        // The plain spellings: the length, then fixed-size compares.
+        fn is<const N: usize>(raw: &[u8], name: &[u8; N]) -> bool {
+            raw.first_chunk::<N>() == Some(name)
         }
-        let mut w = [0u8; 8];
-        let head = raw.len().min(8);
-        w[..head].copy_from_slice(&raw[..head]);
-        let w = u64::from_le_bytes(w);
-        let word = |s: &[u8]| {
-            let mut w = [0u8; 8];
-            w[..s.len().min(8)].copy_from_slice(&s[..s.len().min(8)]);
-            u64::from_le_bytes(w)
-        };
+        let raw = event.raw();
         let kind = match raw.len() {
-            3 if w == word(b"job") => Kind::Job,
-            7 if w == word(b"started") => Kind::Started,
-            9 if w == word(b"complete") && raw[8] == b'd' => Kind::Completed,
-            6 if w == word(b"failed") => Kind::Failed,
-            8 if w == word(b"requeued") => Kind::Requeued,
-            6 if w == word(b"source") => Kind::Source,
-            8 if w == word(b"resolved") => Kind::Resolved,
+            3 if is(raw, b"job") => Kind::Job,
+            7 if is(raw, b"started") => Kind::Started,
+            9 if is(raw, b"completed") => Kind::Completed,
+            6 if is(raw, b"failed") => Kind::Failed,
+            8 if is(raw, b"requeued") => Kind::Requeued,
+            6 if is(raw, b"source") => Kind::Source,
+            8 if is(raw, b"resolved") => Kind::Resolved,
             _ => return None,
         };
         Some(kind)
@@ -674,6 +716,9 @@ impl<K: JobKey> RangeScan<K> {
         // Wherever the later range has a terminal event, its size wins; the
         // later range's big sizes are all for such seqs.
         self.sizes.big.extend(std::mem::take(&mut later.sizes.big));
+        let offset = self
+            .sizes
+            .adopt_arena(std::mem::take(&mut later.sizes.arena));
         let their_states = std::mem::take(&mut later.states.pages);
         let mut their_sizes = std::mem::take(&mut later.sizes.pages);
         let n = their_states.len();
@@ -691,16 +736,28 @@ impl<K: JobKey> RangeScan<K> {
                 mine @ None => {
                     // Nothing here for this page yet (so no sizes either).
                     *mine = Some(theirs);
-                    self.sizes.pages[p] = their_size_page;
+                    if let Some(mut page) = their_size_page {
+                        if offset > 0 {
+                            for (k, slot) in page.iter_mut().enumerate() {
+                                let seq = ((p << PAGE_BITS) | k) as u32;
+                                *slot = self.sizes.translate(seq, *slot, offset);
+                            }
+                        }
+                        self.sizes.pages[p] = Some(page);
+                    }
                 }
                 Some(mine) => {
                     if their_size_page.is_some() || self.sizes.pages[p].is_some() {
-                        let my_sizes = self.sizes.pages[p].get_or_insert_with(zero_size_page);
+                        let mut my_sizes =
+                            self.sizes.pages[p].take().unwrap_or_else(zero_size_page);
                         for (k, &b) in theirs.iter().enumerate() {
                             if b & TERM_MASK != 0 {
-                                my_sizes[k] = their_size_page.as_ref().map_or(0, |t| t[k]);
+                                let slot = their_size_page.as_ref().map_or(0, |t| t[k]);
+                                let seq = ((p << PAGE_BITS) | k) as u32;
+                                my_sizes[k] = self.sizes.translate(seq, slot, offset);
                             }
                         }
+                        self.sizes.pages[p] = Some(my_sizes);
                     }
                     for (a, &b) in mine.iter_mut().zip(theirs.iter()) {
                         both |= *a & b;
@@ -750,20 +807,14 @@ impl<K: JobKey> RangeScan<K> {
                     w |= u64::from(done) << bit;
                     if job != 0 && term == T_COMPLETED {
                         let k = j * 64 + bit;
-                        match size_page.map_or(0, |sp| sp[k]) {
-                            SIZE_ELSEWHERE => {
-                                let seq = ((p << PAGE_BITS) | k) as u32;
-                                match sizes.big.get(&seq) {
-                                    Some(BigSize::U64(n)) => bytes += u128::from(*n),
-                                    Some(BigSize::Digits(d)) => {
-                                        let sum =
-                                            add_decimal(big_bytes.as_deref().unwrap_or(b"0"), d);
-                                        big_bytes = Some(sum);
-                                    }
-                                    None => {}
-                                }
+                        let slot = size_page.map_or(0, |sp| sp[k]);
+                        let seq = ((p << PAGE_BITS) | k) as u32;
+                        match sizes.value(seq, slot) {
+                            Ok(n) => bytes += u128::from(n),
+                            Err(digits) => {
+                                let sum = add_decimal(big_bytes.as_deref().unwrap_or(b"0"), digits);
+                                big_bytes = Some(sum);
                             }
-                            n => bytes += u128::from(n),
                         }
                     }
                 }
@@ -780,12 +831,9 @@ impl<K: JobKey> RangeScan<K> {
             }
         };
 
-        let mut pending: Vec<K> = jobs
-            .iter()
-            .copied()
-            .filter(|k| !is_done(states.get(k.seq())))
-            .collect();
-        drop(jobs);
+        // The pending jobs, in the job list's own memory.
+        let mut pending = jobs;
+        pending.retain(|k| !is_done(states.get(k.seq())));
         if !jobs_sorted {
             pending.sort_unstable();
         }

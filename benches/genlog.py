@@ -30,6 +30,7 @@ import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
+from typing import TextIO
 
 VERSION = 1  # bump when the output for given parameters changes
 COLLECTIONS = ["nasa-apollo", "nasa-gemini", "nasa-hubble", "nasa-skylab", "nasa-mercury"]
@@ -79,8 +80,10 @@ class Clock:
 
 
 class Writer:
-    def __init__(self, path: str, stats: Stats) -> None:
-        self.f = open(path, "w", encoding="ascii", newline="\n", buffering=1 << 22)
+    """Lines are formatted into ``buf`` and written a chunk at a time."""
+
+    def __init__(self, f: TextIO, stats: Stats) -> None:
+        self.f = f
         self.stats = stats
         self.buf: list[str] = []
 
@@ -90,14 +93,12 @@ class Writer:
         self.f.write(text)
         self.stats.bytes += len(text)
 
-    def close(self) -> None:
-        self.flush()
-        self.f.close()
-
 
 def write_resolve(w: Writer, jobs: int, clock: Clock) -> None:
     out = w.buf
-    out.append(f'{{"event":"source","search":"collection:nasa","op":"download","ts":"{clock(0)}"}}\n')
+    out.append(
+        f'{{"event":"source","search":"collection:nasa","op":"download","ts":"{clock(0)}"}}\n'
+    )
     for lo in range(1, jobs + 1, CHUNK):
         out.extend(
             f'{{"event":"job","seq":{s},"id":"{COLLECTIONS[s % 5]}-{s:08d}","op":"download","ts":"{clock(s)}"}}\n'
@@ -127,7 +128,9 @@ class Session:
             worker = self.finish(*self.in_flight.popleft())
         else:
             worker = len(self.in_flight)
-        self.emit(f'{{"event":"started","seq":{seq},"ts":"{self.clock(self.events)}","worker":{worker}}}\n')
+        self.emit(
+            f'{{"event":"started","seq":{seq},"ts":"{self.clock(self.events)}","worker":{worker}}}\n'
+        )
         self.in_flight.append((seq, worker, attempt))
 
     def finish(self, seq: int, worker: int, attempt: int) -> int:
@@ -137,17 +140,23 @@ class Session:
         stats = self.w.stats
         if r < P_PERMANENT or (attempt >= 2 and r < 0.3):  # third attempts often fail for good
             error = PERMANENT_ERRORS[int(r * 1e6) % len(PERMANENT_ERRORS)]
-            self.emit(f'{{"event":"failed","seq":{seq},"ts":"{ts}","error":"{error}","retry":false}}\n')
+            self.emit(
+                f'{{"event":"failed","seq":{seq},"ts":"{ts}","error":"{error}","retry":false}}\n'
+            )
             stats.failed += 1
         elif r < P_PERMANENT + P_RETRY or (attempt == 1 and r < 0.5):  # half of retries fail again
             error = RETRY_ERRORS[int(r * 1e6) % len(RETRY_ERRORS)]
             retry = attempt + 1
-            self.emit(f'{{"event":"failed","seq":{seq},"ts":"{ts}","error":"{error}","retry":{retry}}}\n')
+            self.emit(
+                f'{{"event":"failed","seq":{seq},"ts":"{ts}","error":"{error}","retry":{retry}}}\n'
+            )
             self.retries.append((seq, retry))
         else:
             getrandbits = self.rng.getrandbits
             size = (getrandbits(34) >> getrandbits(4)) + 1024
-            self.emit(f'{{"event":"completed","seq":{seq},"ts":"{ts}","extra":{{"item_size":{size}}}}}\n')
+            self.emit(
+                f'{{"event":"completed","seq":{seq},"ts":"{ts}","extra":{{"item_size":{size}}}}}\n'
+            )
             stats.completed += 1
             stats.bytes_completed += size
         return worker
@@ -171,11 +180,22 @@ class Session:
         self.w.flush()
 
 
-def generate(path: str, jobs: int, seed: int = 1, workers: int = 16, progress: Callable[[str], None] | None = None) -> Stats:
+def generate(
+    path: str,
+    jobs: int,
+    seed: int = 1,
+    workers: int = 16,
+    progress: Callable[[str], None] | None = None,
+) -> Stats:
     """Write the log to ``path``; return what it holds."""
+    with open(path, "w", encoding="ascii", newline="\n", buffering=1 << 22) as f:
+        return _generate(Writer(f, Stats(jobs=jobs, seed=seed)), seed, workers, progress)
+
+
+def _generate(w: Writer, seed: int, workers: int, progress: Callable[[str], None] | None) -> Stats:
     rng = random.Random(seed)
-    stats = Stats(jobs=jobs, seed=seed)
-    w = Writer(path, stats)
+    stats = w.stats
+    jobs = stats.jobs
     start = 1_764_000_000  # 2025-11-24
     write_resolve(w, jobs, Clock(start, 20_000))
     if progress:
@@ -193,7 +213,7 @@ def generate(path: str, jobs: int, seed: int = 1, workers: int = 16, progress: C
     s2 = Session(w, rng, Clock(start + 86_400 * 7, 6.0), workers)
     s2.run(redo + list(range(first_cut + 1, second_cut + 1)), attempts, killed=True)
     stats.in_flight = len(s2.in_flight)
-    w.close()
+    w.flush()
     if progress:
         progress(f"session 2 killed after seq {second_cut:,}")
     return stats

@@ -31,6 +31,7 @@ import os
 import platform
 import subprocess
 import sys
+import tempfile
 import time
 from array import array
 from collections import Counter
@@ -44,7 +45,7 @@ ROOT = HERE.parent
 OUT = ROOT / "bench-out"
 sys.path.insert(0, str(HERE))
 
-import genlog  # noqa: E402
+import genlog
 
 MAX_SEQ = 100_000_000
 KNOWN = {"job", "started", "completed", "failed", "requeued", "source", "resolved"}
@@ -244,7 +245,12 @@ def run_measurement(what: str, path: str) -> dict[str, Any]:
         n = len(pending)
         first = next(iter(pending)) if n else None
         seconds = time.perf_counter() - t0
-        return {"seconds": seconds, "status": loaded["status"], "first": first, "max_seq": loaded["max_seq"]}
+        return {
+            "seconds": seconds,
+            "status": loaded["status"],
+            "first": first,
+            "max_seq": loaded["max_seq"],
+        }
     if what == "status":
         status = JobLog(path).status()
         return {"seconds": time.perf_counter() - t0, "status": status}
@@ -259,18 +265,34 @@ def run_measurement(what: str, path: str) -> dict[str, Any]:
     raise SystemExit(f"unknown measurement {what!r}")
 
 
+TIME = "/usr/bin/time"
+
+
 def spawn(argv: list[str]) -> tuple[float, float, bytes]:
-    """Run ``argv``; its wall seconds, its own peak RSS in MB, and its stdout."""
-    t0 = time.perf_counter()
-    proc = subprocess.Popen(argv, stdout=subprocess.PIPE)
-    assert proc.stdout is not None
-    out = proc.stdout.read()
-    _, status, usage = os.wait4(proc.pid, 0)
-    wall = time.perf_counter() - t0
-    proc.returncode = os.waitstatus_to_exitcode(status)
-    if proc.returncode != 0:
-        raise SystemExit(f"{argv} exited with {proc.returncode}")
-    return wall, usage.ru_maxrss / 1024, out
+    """Run ``argv``; its wall seconds, its own peak RSS in MB, and its stdout.
+
+    Peak RSS comes from GNU time (``%M``), which forks from a tiny process:
+    ``wait4`` from this one would count the pages a child inherits from this
+    process before its ``exec``. Without GNU time, ``wait4`` it is, and the
+    figures include that inheritance (the report says so).
+    """
+    with tempfile.NamedTemporaryFile("r") as usage:
+        wrapped = [TIME, "-f", "%e %M", "-o", usage.name, *argv] if HAVE_TIME else argv
+        t0 = time.perf_counter()
+        proc = subprocess.Popen(wrapped, stdout=subprocess.PIPE)
+        assert proc.stdout is not None
+        out = proc.stdout.read()
+        _, status, rusage = os.wait4(proc.pid, 0)
+        wall = time.perf_counter() - t0
+        proc.returncode = os.waitstatus_to_exitcode(status)
+        if proc.returncode != 0:
+            raise SystemExit(f"{argv} exited with {proc.returncode}")
+        if HAVE_TIME:
+            return wall, int(usage.read().split()[-1]) / 1024, out
+        return wall, rusage.ru_maxrss / 1024, out
+
+
+HAVE_TIME = os.access(TIME, os.X_OK)
 
 
 def measure(what: str, path: str, runs: int) -> dict[str, Any]:
@@ -305,7 +327,9 @@ def ensure_log(jobs: int, seed: int) -> tuple[Path, dict[str, Any], bool]:
             jobs, seed, genlog.VERSION, path.stat().st_size,
         ):  # fmt: skip
             return path, stats, False
-    print(f"generating {jobs:,} jobs into {path.relative_to(ROOT)} ...", file=sys.stderr, flush=True)
+    print(
+        f"generating {jobs:,} jobs into {path.relative_to(ROOT)} ...", file=sys.stderr, flush=True
+    )
     t0 = time.perf_counter()
     generated = genlog.generate(str(path), jobs, seed)
     stats = {**asdict(generated), "pending": generated.pending}
@@ -350,11 +374,30 @@ def label(jobs: int) -> str:
     return f"{jobs // 1_000_000}M" if jobs % 1_000_000 == 0 else f"{jobs:,}"
 
 
+def extension_identity() -> str:
+    """Which build of the extension was measured: file, mtime, git commit, dirty rust/."""
+    import importlib.util
+
+    spec = importlib.util.find_spec("iabulk._native")
+    so = Path(spec.origin) if spec and spec.origin else None
+    git = ["git", "-C", str(ROOT)]
+    head = subprocess.run(
+        [*git, "rev-parse", "--short", "HEAD"], capture_output=True, text=True, check=False
+    )
+    dirty = subprocess.run(
+        [*git, "status", "--porcelain", "rust"], capture_output=True, text=True, check=False
+    )
+    built = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(so.stat().st_mtime)) if so else "?"
+    state = "rust/ has uncommitted changes" if dirty.stdout.strip() else "rust/ clean"
+    return f"extension {so.name if so else '?'} built {built}; HEAD {head.stdout.strip()} ({state})"
+
+
 def report(results: list[dict[str, Any]]) -> str:
     lines = []
     cpus = os.cpu_count()
     lines.append(f"iabulk job-log read benchmark  ({platform.machine()}, {cpus} CPUs, "
                  f"Python {platform.python_version()}, page cache warm)")  # fmt: skip
+    lines.append(f"  {extension_identity()}")
     for r in results:
         st = r["stats"]
         lines.append(f"  {label(r['jobs']):>4}: {st['jobs']:>11,} jobs  {st['lines']:>11,} lines  "
@@ -362,7 +405,9 @@ def report(results: list[dict[str, Any]]) -> str:
     lines.append("")
     w = 28
     head = f"{'':<{w}}" + "".join(f" | {label(r['jobs']) + ' jobs':^29}" for r in results)
-    sub = f"{'measurement':<{w}}" + "".join(f" | {'time':>10} {'peak RSS':>10} {'runs':>6}" for _ in results)
+    sub = f"{'measurement':<{w}}" + "".join(
+        f" | {'time':>10} {'peak RSS':>10} {'runs':>6}" for _ in results
+    )
     lines += [head, sub, "-" * len(sub)]
     names = [
         ("wc", "wc -l (the floor)"),
@@ -383,28 +428,40 @@ def report(results: list[dict[str, Any]]) -> str:
     sub = f"{'ratio':<{w}}" + "".join(f" | {label(r['jobs']):>10}" for r in results) + " | target"
     lines += [sub, "-" * len(sub)]
 
-    def ratio_row(name: str, values: list[float], target: str, ok: list[bool], unit: str = "x") -> str:
+    def ratio_row(
+        name: str, values: list[float], target: str, ok: list[bool], unit: str = "x"
+    ) -> str:
         row = f"{name:<{w}}"
         for v, good in zip(values, ok):
             row += f" | {v:>8.1f}{unit:<1}{'' if good else '!'}"
         return row + f" | {target}"
 
-    t = [{k: r["rows"][k]["seconds"] for k in ("wc", "load", "status", "reference")} for r in results]
+    t = [
+        {k: r["rows"][k]["seconds"] for k in ("wc", "load", "status", "reference")} for r in results
+    ]
     load_wc = [x["load"] / x["wc"] for x in t]
     status_wc = [x["status"] / x["wc"] for x in t]
     ref_load = [x["reference"] / x["load"] for x in t]
     rss = [r["rows"]["load"]["rss_mb"] for r in results]
     lines.append(ratio_row("load / wc", load_wc, "<= 3x", [v <= 3 for v in load_wc]))
-    lines.append(ratio_row("status / wc", status_wc, "(status is load without pending)", [True] * len(t)))
+    lines.append(
+        ratio_row("status / wc", status_wc, "(status is load without pending)", [True] * len(t))
+    )
     lines.append(ratio_row("reference / load", ref_load, ">= 30x", [v >= 30 for v in ref_load]))
     lines.append(ratio_row("load peak RSS (MB)", rss, "<= 250 MB at 10M",
                            [v <= 250 or r["jobs"] < 10_000_000 for v, r in zip(rss, results)], unit=" "))  # fmt: skip
     lines.append("  (! = target missed)")
+    if not HAVE_TIME:
+        lines.append(
+            f"  (no {TIME}: peak RSS includes what each child inherited from this process)"
+        )
     lines.append("")
     for r in results:
         failed = [name for name, ok in r["checks"].items() if not ok]
         verdict = "all agree" if not failed else "MISMATCH: " + "; ".join(failed)
-        lines.append(f"checks {label(r['jobs'])}: {verdict}  (status {r['rows']['load']['status']})")
+        lines.append(
+            f"checks {label(r['jobs'])}: {verdict}  (status {r['rows']['load']['status']})"
+        )
     return "\n".join(lines)
 
 

@@ -102,7 +102,10 @@ def event(kind: str, seq: int, ts: str = "20261128T101600Z", **fields: Any) -> b
 # -- hypothesis strategies -------------------------------------------------------
 
 GOOD_SEQS = st.one_of(
-    st.integers(1, 12), st.integers(1, 12), st.integers(1, 12), st.sampled_from([MAX_SEQ, 99_999_999])
+    st.integers(1, 12),
+    st.integers(1, 12),
+    st.integers(1, 12),
+    st.sampled_from([MAX_SEQ, 99_999_999]),
 )
 BAD_SEQS = st.sampled_from(
     [
@@ -143,12 +146,15 @@ JSON_SCALARS = st.one_of(
     st.integers(-(2**70), 2**70),
     st.floats(allow_nan=False, allow_infinity=False),
     TEXT,
-    st.sampled_from([Raw("1E+2"), Raw("-0.0"), Raw("0e0"), Raw("1.5e-7"), Raw("123456789012345678")]),
+    st.sampled_from(
+        [Raw("1E+2"), Raw("-0.0"), Raw("0e0"), Raw("1.5e-7"), Raw("123456789012345678")]
+    ),
 )
 JSON_VALUES = st.recursive(
     JSON_SCALARS,
     lambda inner: st.one_of(
-        st.lists(inner, max_size=3), st.dictionaries(st.sampled_from(["seq", "event", "a", ""]), inner, max_size=3)
+        st.lists(inner, max_size=3),
+        st.dictionaries(st.sampled_from(["seq", "event", "a", ""]), inner, max_size=3),
     ),
     max_leaves=6,
 )
@@ -239,33 +245,78 @@ CORRUPT_LINES = st.sampled_from(CORRUPT)
 BLANK_LINES = st.sampled_from([b"", b" ", b"\t", b"\r", b" \t \r"])
 
 
+STRUCTURAL = b'{}[]":, \t0123456789-.eEtrufalsn'
+
+
 @st.composite
 def corrupted(draw: st.DrawFn, good: st.SearchStrategy[bytes]) -> bytes:
-    """A good line broken: cut, a multi-byte char cut in half, or a byte flipped."""
+    """A good line broken: cut, a multi-byte char cut in half, a byte changed,
+    inserted or deleted (often a structural ASCII byte, so that the line stays
+    plain ASCII and takes the scanner's fast path), or garbage."""
     raw = draw(good)
-    how = draw(st.sampled_from(["cut", "half-char", "flip", "garbage"]))
+    how = draw(
+        st.sampled_from(["cut", "half-char", "flip", "ascii-flip", "insert", "delete", "garbage"])
+    )
+    at = draw(st.integers(0, max(len(raw) - 1, 0)))
+    ascii_byte = bytes([draw(st.sampled_from(STRUCTURAL))])
     if how == "cut" and raw:
-        return raw[: draw(st.integers(0, len(raw) - 1))]
+        return raw[:at]
     if how == "half-char":
         raw = raw.replace(b'"event"', b'"event\xc3\xa9"', 1) if b"\xc3" not in raw else raw
-        at = raw.index(b"\xc3") if b"\xc3" in raw else 0
-        return raw[:at] + raw[at : at + 1] + raw[at + 2 :]
+        cut = raw.index(b"\xc3") if b"\xc3" in raw else 0
+        return raw[:cut] + raw[cut : cut + 1] + raw[cut + 2 :]
     if how == "flip" and raw:
-        at = draw(st.integers(0, len(raw) - 1))
         return raw[:at] + bytes([draw(st.integers(0, 255))]) + raw[at + 1 :]
-    return draw(st.binary(max_size=20)).replace(b"\n", b"")
+    if how == "ascii-flip" and raw:
+        return raw[:at] + ascii_byte + raw[at + 1 :]
+    if how == "insert":
+        return raw[:at] + ascii_byte + raw[at:]
+    if how == "delete" and raw:
+        return raw[:at] + raw[at + 1 :]
+    alphabet = draw(st.sampled_from([None, STRUCTURAL]))
+    if alphabet is None:
+        return draw(st.binary(max_size=20)).replace(b"\n", b"")
+    return bytes(draw(st.lists(st.sampled_from(alphabet), max_size=40)))
+
+
+PLAIN_IDS = st.text(st.sampled_from("abcxyz-_.:/ {}[],"), max_size=20)
+
+
+@st.composite
+def plain_line(draw: st.DrawFn) -> bytes:
+    """A short, plain ASCII line (no escapes), the shape most lines have."""
+    kind = draw(st.sampled_from(["job", "started", "completed", "failed", "requeued", "x"]))
+    pairs: list[tuple[str, Any]] = [("event", kind), ("seq", draw(GOOD_SEQS))]
+    if kind == "job":
+        pairs.append(("id", draw(PLAIN_IDS)))
+    if kind == "failed":
+        pairs += [("error", draw(PLAIN_IDS)), ("retry", draw(st.sampled_from([1, False, True])))]
+    if kind == "completed" and draw(st.booleans()):
+        pairs.append(("extra", {"item_size": draw(st.integers(0, 10**6))}))
+    if draw(st.booleans()):
+        pairs.append(("ts", draw(PLAIN_IDS)))
+    pairs = draw(st.permutations(pairs))
+    return line(pairs, draw(st.sampled_from([COMPACT, Style(space=" ")])))
 
 
 def any_line() -> st.SearchStrategy[bytes]:
     good = well_formed_line()
-    return st.one_of(good, good, good, good, good, good, CORRUPT_LINES, BLANK_LINES, corrupted(good))
+    plain = plain_line()
+    return st.one_of(
+        good, good, good, good, plain, plain, CORRUPT_LINES, BLANK_LINES,
+        corrupted(good), corrupted(plain), corrupted(plain),
+    )  # fmt: skip
 
 
 @st.composite
 def logs(draw: st.DrawFn, max_lines: int = 40) -> bytes:
     """A whole log: lines, each ending in ``\\n`` or ``\\r\\n``, maybe a torn tail."""
     body = draw(st.lists(any_line(), max_size=max_lines))
-    endings = draw(st.lists(st.sampled_from([b"\n", b"\n", b"\n", b"\r\n"]), min_size=len(body), max_size=len(body)))
+    endings = draw(
+        st.lists(
+            st.sampled_from([b"\n", b"\n", b"\n", b"\r\n"]), min_size=len(body), max_size=len(body)
+        )
+    )
     data = b"".join(ln + end for ln, end in zip(body, endings))
     tail = draw(st.sampled_from(["none", "none", "torn", "whole-line-no-newline"]))
     if tail == "torn":
@@ -278,7 +329,9 @@ def logs(draw: st.DrawFn, max_lines: int = 40) -> bytes:
 # -- big random logs (not hypothesis: a few MB each) -----------------------------
 
 
-def random_log(rng: random.Random, target_bytes: int, duplicate_jobs: bool = True, giant_lines: int = 0) -> bytes:
+def random_log(
+    rng: random.Random, target_bytes: int, duplicate_jobs: bool = True, giant_lines: int = 0
+) -> bytes:
     """A seeded log of roughly ``target_bytes``: realistic lines, collisions, corruption.
 
     Seqs are drawn in any order, so events land far from their job line (in
@@ -327,7 +380,9 @@ def random_log(rng: random.Random, target_bytes: int, duplicate_jobs: bool = Tru
             ln = line({"event": "job", "seq": seq, "id": "long", "blob": blob})
         elif r < 0.90:
             bad_seq = rng.choice([-1, 0, MAX_SEQ + 1, "1"])
-            ln = line({"event": rng.choice(["job", "completed"]), "seq": bad_seq, "id": "x", "ts": ts})
+            ln = line(
+                {"event": rng.choice(["job", "completed"]), "seq": bad_seq, "id": "x", "ts": ts}
+            )
         elif r < 0.92:
             ln = rng.choice(
                 [b"", b"  ", b"[1]", b"\xff\xfe", b'{"event":"completed","seq":3,"x":"\xc3"}']

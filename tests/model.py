@@ -19,10 +19,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 MAX_SEQ = 100_000_000
+MAX_DEPTH = 512  # arrays and objects, the line's object counting as 1
 KNOWN_KINDS = {"job", "started", "completed", "failed", "requeued", "source", "resolved"}
 SEQ_KINDS = {"job", "started", "completed", "failed", "requeued"}
 JSON_WHITESPACE = b" \t\r\n"
-
 
 
 # -- lines ---------------------------------------------------------------------
@@ -75,6 +75,21 @@ def _strings(value: Any) -> Iterator[str]:
             stack += item
 
 
+def _depth(value: Any) -> int:
+    """How deeply arrays and objects nest in a parsed value (a scalar is 0)."""
+    deepest = 0
+    stack = [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, _Pairs):
+            deepest = max(deepest, depth)
+            stack += [(child, depth + 1) for _key, child in item]
+        elif isinstance(item, list):
+            deepest = max(deepest, depth)
+            stack += [(child, depth + 1) for child in item]
+    return deepest
+
+
 def _is_unicode(text: str) -> bool:
     """False for a string holding a lone surrogate (from an escape like ``\\ud800``)."""
     try:
@@ -92,8 +107,8 @@ def parse_object(line: bytes) -> dict[str, Any] | None:
             text, parse_constant=_reject_constant, parse_int=_parse_int, object_pairs_hook=_Pairs
         )
     except (UnicodeDecodeError, ValueError, RecursionError):
-        return None  # RecursionError: CPython's own nesting limit (~1000), no format rule
-    if not isinstance(pairs, _Pairs):
+        return None  # RecursionError: nesting CPython cannot parse, far deeper than MAX_DEPTH
+    if not isinstance(pairs, _Pairs) or _depth(pairs) > MAX_DEPTH:
         return None
     if not all(_is_unicode(s) for s in _strings(pairs)):
         return None

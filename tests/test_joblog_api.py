@@ -11,7 +11,6 @@ import threading
 from pathlib import Path
 
 import pytest
-
 from iabulk._native import MAX_SEQ, Bitmap, IdSet
 from iabulk.joblog import JobLog
 
@@ -44,8 +43,19 @@ def session(tmp_path: Path) -> Path:
 
 def test_write_job_and_write_event_produce_upstream_lines(session: Path) -> None:
     records = lines_of(session)
-    assert records[0] == {"event": "job", "seq": 1, "id": "alpha", "op": "download", "ts": records[0]["ts"]}
-    assert records[5] == {"event": "completed", "seq": 1, "ts": records[5]["ts"], "extra": {"item_size": 100}}
+    assert records[0] == {
+        "event": "job",
+        "seq": 1,
+        "id": "alpha",
+        "op": "download",
+        "ts": records[0]["ts"],
+    }
+    assert records[5] == {
+        "event": "completed",
+        "seq": 1,
+        "ts": records[5]["ts"],
+        "extra": {"item_size": 100},
+    }
     assert records[6]["retry"] is False and records[7]["retry"] == 1
     assert all(TS.match(str(r["ts"])) for r in records)
     assert len(records) == 9
@@ -65,7 +75,11 @@ def test_job_lines_reach_the_disk_before_the_next_event(tmp_path: Path) -> None:
     log.write_job(1, "a", "download")
     log.write_job(2, "b", "download")
     log.write_event("started", 1)
-    assert [(r["event"], r["seq"]) for r in lines_of(path)] == [("job", 1), ("job", 2), ("started", 1)]
+    assert [(r["event"], r["seq"]) for r in lines_of(path)] == [
+        ("job", 1),
+        ("job", 2),
+        ("started", 1),
+    ]
     log.close()
 
 
@@ -92,7 +106,10 @@ def test_build_resume_bitmap_holds_the_done_seqs(session: Path) -> None:
 def test_iter_pending_jobs_yields_job_dicts_in_seq_order(session: Path) -> None:
     log = JobLog(session)
     pending = list(log.iter_pending_jobs(log.build_resume_bitmap()))
-    assert [(j["seq"], j["id"], j["op"]) for j in pending] == [(3, "gamma", "download"), (4, "delta", "download")]
+    assert [(j["seq"], j["id"], j["op"]) for j in pending] == [
+        (3, "gamma", "download"),
+        (4, "delta", "download"),
+    ]
     assert [j["id"] for j in log.iter_pending_jobs()] == ["gamma", "delta"]
 
 
@@ -116,7 +133,7 @@ def test_load_returns_everything_in_one_pass(session: Path) -> None:
     assert set(loaded) == {"max_seq", "bitmap", "pending", "status"}
     assert loaded["max_seq"] == 4
     assert loaded["status"] == {"total": 4, "completed": 1, "failed": 1, "pending": 2}
-    assert [s for s in range(0, 6) if s in loaded["bitmap"]] == [1, 2]
+    assert [s for s in range(6) if s in loaded["bitmap"]] == [1, 2]
 
 
 def test_load_pending_is_lazy_but_sized(session: Path) -> None:
@@ -225,12 +242,17 @@ def test_second_appender_in_the_same_process_is_refused(tmp_path: Path) -> None:
 
 def test_second_appender_in_another_process_is_refused_naming_the_holder(tmp_path: Path) -> None:
     path = tmp_path / "log.jsonl"
+    hold_the_lock = (
+        "import sys; from iabulk.joblog import JobLog; "
+        "log = JobLog(sys.argv[1]); log.open_for_append(); print('locked', flush=True); "
+        "sys.stdin.read()"
+    )
     holder = subprocess.Popen(
-        [sys.executable, "-c", "import sys; from iabulk.joblog import JobLog; "
-         "log = JobLog(sys.argv[1]); log.open_for_append(); print('locked', flush=True); sys.stdin.read()",
-         str(path)],
-        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
-    )  # fmt: skip
+        [sys.executable, "-c", hold_the_lock, str(path)],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
     try:
         assert holder.stdout is not None and holder.stdout.readline().strip() == "locked"
         with pytest.raises(OSError, match=rf"\b{holder.pid}\b"):
@@ -250,7 +272,9 @@ def test_concurrent_write_event_loses_and_tears_no_line(tmp_path: Path) -> None:
     def hammer(worker: int) -> None:
         start.wait()
         for i in range(per_thread):
-            log.write_event("completed", worker * per_thread + i + 1, worker=worker, note="x" * (i % 50))
+            log.write_event(
+                "completed", worker * per_thread + i + 1, worker=worker, note="x" * (i % 50)
+            )
 
     threads = [threading.Thread(target=hammer, args=(w,)) for w in range(threads_n)]
     for t in threads:

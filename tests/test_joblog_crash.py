@@ -94,7 +94,9 @@ def test_acknowledged_lines_survive_kill_and_torn_tails(tmp_path: Path) -> None:
             assert record["note"] == note_for(record["seq"]), record
         seen = [r["seq"] for r in children]
         assert len(seen) == len(set(seen)), "no line written twice"
-        assert all_acked <= set(seen), f"lost acknowledged seqs: {sorted(all_acked - set(seen))[:5]}"
+        assert all_acked <= set(seen), (
+            f"lost acknowledged seqs: {sorted(all_acked - set(seen))[:5]}"
+        )
         assert records[-1]["event"] == "requeued" and records[-1]["seq"] == first_seq + 999_998
 
         snap = scan(str(path))

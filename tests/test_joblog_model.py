@@ -18,14 +18,12 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-import pytest
-from hypothesis import HealthCheck, given, settings
-
 import logdata
 import model
-from logdata import MAX_SEQ, Raw, event, job, line
-
+import pytest
+from hypothesis import HealthCheck, given, settings
 from iabulk import _native as native
+from logdata import MAX_SEQ, Raw, event, job, line
 
 CI = os.environ.get("CI") == "true"
 settings.register_profile(
@@ -111,7 +109,9 @@ def assert_scan_matches_model(data: bytes, collect_ids: bool = False) -> None:
     assert len(got.bitmap) == len(want.bitmap), f"bitmap length differs; {context}"
     pending = got.pending_jobs
     assert len(pending) == want.pending, f"len(pending_jobs) differs; {context}"
-    assert pending.seqs() == [j["seq"] for j in want.pending_jobs], f"pending seqs differ; {context}"
+    assert pending.seqs() == [j["seq"] for j in want.pending_jobs], (
+        f"pending seqs differ; {context}"
+    )
     assert [typed(j) for j in pending] == [typed(j) for j in want.pending_jobs], (
         f"pending job dicts differ; {context}"
     )
@@ -180,6 +180,7 @@ RULES: list[Any] = [
     pytest.param(L([A, b'{"event":"completed","seq":1,"x":"\xff"}', b'{"event":"completed","seq":1,"x":"\xc3"}']), {"malformed": 2, "completed": 0}, id="invalid-utf8-malformed"),
     pytest.param(L([A, b'{"event":"completed","seq":1,"x":"\xed\xa0\x80"}', b'{"event":"completed","seq":1,"x":"\xc0\xaf"}']), {"malformed": 2, "completed": 0}, id="utf8-surrogate-and-overlong-malformed"),
     pytest.param(L([b"[1]", b'"x"', b"3", b"null", b"{}{}"]), {"malformed": 5}, id="not-one-object-malformed"),
+    pytest.param(L([job(1, "a"), b'{"event":"completed","seq":1,"x":' + b"[" * 511 + b"]" * 511 + b"}", b'{"event":"failed","seq":1,"x":' + b"[" * 512 + b"]" * 512 + b"}"]), {"malformed": 1, "completed": 1}, id="nesting-deeper-than-512-malformed"),
     pytest.param(L([A, B, job(3, "c"), event("completed", 1, extra={"item_size": 10}), event("completed", 2, extra={"item_size": 5}), event("completed", 3, extra={"item_size": -4}), event("completed", 9, extra={"item_size": 100})]), {"bytes_completed": 15, "completed": 3}, id="bytes-completed-counts-counted-completions"),
     pytest.param(L([A, event("completed", 1, extra={"item_size": 10}), event("failed", 1, retry=1)]), {"bytes_completed": 0}, id="bytes-of-undone-completion-not-counted"),
     pytest.param(L([event("failed", 1, error="b"), event("failed", 2, error="a", retry=False), event("failed", 3, error="b"), event("failed", 4, error="c"), event("failed", 5, error=7)]), {"errors": [("b", 2), ("a", 1), ("c", 1)]}, id="errors-histogram-by-count-then-message"),
@@ -235,15 +236,10 @@ def nested(depth: int) -> bytes:
 
 EDGE_CASES = [
     pytest.param(L([nested(512)]), id="nesting-512-deep"),
-    pytest.param(
-        L([nested(513)]),
-        id="nesting-513-deep",
-        marks=pytest.mark.xfail(
-            strict=True,
-            reason="scan rejects nesting deeper than 512 (json.rs MAX_DEPTH), "
-            "a limit _native.pyi does not state; reported to the lead",
-        ),
-    ),
+    pytest.param(L([nested(513)]), id="nesting-513-deep"),
+    pytest.param(L([nested(5000)]), id="nesting-5000-deep"),
+    pytest.param(L([b'{"event":"job","seq":1,"id":"a","x":' + b'[{"y":' * 256 + b"1" + b"}]" * 256 + b"}"]), id="nesting-513-deep-mixed"),
+    pytest.param(L([b'{"event":"job","seq":1,"id":"a","x":' + b'[{"y":' * 255 + b"[1]" + b"}]" * 255 + b"}"]), id="nesting-512-deep-mixed"),
     pytest.param(
         L([b'{"event":"job","seq":1,"id":"a","x":' + b"7" * 5000 + b"}"]),
         id="5000-digit-integer-in-a-pending-job",
@@ -278,7 +274,9 @@ def test_bench_reference_matches_model() -> None:
         import joblog as bench  # type: ignore[import-not-found]
     finally:
         sys.path.pop(0)
-    data = logdata.random_log(random.Random(7), 400_000) + b'{"event":"job","seq":3,"id":"\\ud800"}\n'
+    data = (
+        logdata.random_log(random.Random(7), 400_000) + b'{"event":"job","seq":3,"id":"\\ud800"}\n'
+    )
     path = SCRATCH / "reference.jsonl"
     path.write_bytes(data)
     got = bench.reference_scan(str(path))

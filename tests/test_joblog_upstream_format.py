@@ -73,8 +73,8 @@ def test_upstream_session_is_read_by_iabulk(tmp_path: Path) -> None:
     assert loaded["status"] == {"total": 5, "completed": 2, "failed": 1, "pending": 2}
     assert loaded["max_seq"] == 5
     assert [j["id"] for j in loaded["pending"]] == ["caf\u00e9-recordings", "nasa-apollo-13"]
-    assert [s for s in range(0, 8) if s in loaded["bitmap"]] == [1, 2, 3]
-    assert list(loaded["pending"])[0] == {
+    assert [s for s in range(8) if s in loaded["bitmap"]] == [1, 2, 3]
+    assert loaded["pending"][0] == {
         "event": "job",
         "seq": 4,
         "id": "caf\u00e9-recordings",

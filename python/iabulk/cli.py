@@ -21,7 +21,7 @@ from iabulk import __version__
 from iabulk._native import IdSet, Snapshot
 from iabulk.disk import DiskPool, parse_size
 from iabulk.engine import MAX_WORKERS, BulkEngine
-from iabulk.errors import IabulkError, JobLogError, SourceError, UsageError
+from iabulk.errors import IabulkError, JobLogError, SourceError, TransientSourceError, UsageError
 from iabulk.joblog import JobLog
 from iabulk.progress import TransferBoard
 from iabulk.report import merge_snapshots, render_status, status_json
@@ -280,7 +280,7 @@ def _search_fn(config_file: str | None) -> Any:
                     raise SourceError(f"search failed: {result['error']}")
                 yield str(result["identifier"])
         except (OSError, ValueError) as exc:
-            raise SourceError(f"search failed: {type(exc).__name__}") from None
+            raise TransientSourceError(f"search failed: {type(exc).__name__}") from None
 
     return search
 

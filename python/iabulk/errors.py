@@ -25,3 +25,8 @@ class SourceError(IabulkError):
     """The source of items (search, item list, identifiers) cannot be resolved."""
 
     exit_code = 1
+
+
+class TransientSourceError(SourceError):
+    """The source failed in a way that trying again may cure (a search page
+    cut off mid-body, a connection reset, retries of a 5xx exhausted)."""

@@ -13,12 +13,13 @@ from __future__ import annotations
 
 import os
 import sys
+import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
 from iabulk._native import IdSet
-from iabulk.errors import SourceError
+from iabulk.errors import SourceError, TransientSourceError
 from iabulk.joblog import JobLog
 from iabulk.shard import Shard, parse_shard
 
@@ -80,6 +81,7 @@ class ResolveStats:
     duplicates: int = 0
     empty: int = 0
     other_shards: int = 0
+    restarts: int = 0
 
 
 SearchFn = Callable[[str, dict[str, str]], Iterable[str]]
@@ -103,6 +105,10 @@ def iter_identifiers(source: Source, search: SearchFn) -> Iterator[str]:
         yield from source.ids
 
 
+SEARCH_RETRIES = 5
+"""Times a search that failed part-way (a page cut off, a reset) is started again."""
+
+
 def resolve(
     joblog: JobLog,
     source: Source,
@@ -111,6 +117,8 @@ def resolve(
     first_seq: int,
     search: SearchFn,
     progress: Callable[[int], None] | None = None,
+    retries: int = SEARCH_RETRIES,
+    sleep: Callable[[float], None] = time.sleep,
 ) -> ResolveStats:
     """Append a job line for every new identifier of ``source``.
 
@@ -118,25 +126,40 @@ def resolve(
     interrupted resolve), so they are not added twice. Job lines are
     batched; the closing ``resolved`` record is durable, and only its
     presence tells a later run that resolve finished.
+
+    A search that fails part-way with a :class:`TransientSourceError` is
+    started again from its first page (a scrape cursor does not survive the
+    failure) after a growing pause, up to ``retries`` times; identifiers
+    already added are skipped as they come round again, so nothing is lost
+    or doubled. Duplicates met after a restart are not counted as the
+    source's duplicates.
     """
     stats = ResolveStats()
     seq = first_seq
-    for raw in iter_identifiers(source, search):
-        identifier = raw.strip()
-        if not identifier:
-            stats.empty += 1
-            continue
-        if source.shard is not None and not source.shard.owns(identifier):
-            stats.other_shards += 1
-            continue
-        if not known.add(identifier):
-            stats.duplicates += 1
-            continue
-        seq += 1
-        joblog.write_job(seq, identifier, op)
-        stats.added += 1
-        if progress is not None and stats.added % 1000 == 0:
-            progress(stats.added)
+    while True:
+        try:
+            for raw in iter_identifiers(source, search):
+                identifier = raw.strip()
+                if not identifier:
+                    stats.empty += not stats.restarts
+                    continue
+                if source.shard is not None and not source.shard.owns(identifier):
+                    stats.other_shards += not stats.restarts
+                    continue
+                if not known.add(identifier):
+                    stats.duplicates += not stats.restarts
+                    continue
+                seq += 1
+                joblog.write_job(seq, identifier, op)
+                stats.added += 1
+                if progress is not None and stats.added % 1000 == 0:
+                    progress(stats.added)
+            break
+        except TransientSourceError:
+            if stats.restarts >= retries:
+                raise
+            stats.restarts += 1
+            sleep(min(60.0, 2.0**stats.restarts))
     joblog.write_record(
         {
             "event": "resolved",

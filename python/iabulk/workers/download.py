@@ -89,7 +89,9 @@ def unsafe_name_reason(name: str) -> str | None:
     """Why a file name from metadata must not be written, or None if it is safe.
 
     A name must stay inside the item's directory: relative, no ``..``, no
-    empty or ``.`` parts, no NUL, no part longer than the filesystem allows.
+    empty or ``.`` parts, no NUL, no part longer than the filesystem allows,
+    and no part ending in :data:`PART_SUFFIX` (it would be taken for another
+    file's partial download: resumed from, renamed over, or deleted).
     """
     if not name:
         return "empty name"
@@ -102,6 +104,8 @@ def unsafe_name_reason(name: str) -> str | None:
         return "path escapes the item directory"
     if any(len(p.encode("utf-8", "surrogateescape")) > MAX_NAME_BYTES - 16 for p in parts):
         return "name too long"
+    if any(p.endswith(PART_SUFFIX) for p in parts):
+        return f"name ends in {PART_SUFFIX}, iabulk's temporary suffix"
     return None
 
 

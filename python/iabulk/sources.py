@@ -88,15 +88,20 @@ SearchFn = Callable[[str, dict[str, str]], Iterable[str]]
 
 
 def iter_identifiers(source: Source, search: SearchFn) -> Iterator[str]:
-    """Raw identifiers from a source, in order (not yet cleaned or deduplicated)."""
+    """Raw identifiers from a source, in order (not yet cleaned or deduplicated).
+
+    An item list may start with a UTF-8 byte order mark (as Windows editors
+    save text); it is not part of the first identifier.
+    """
     if source.kind == "search":
         yield from search(source.query, dict(source.params))
     elif source.kind == "itemlist":
         if source.path == "-":
-            yield from sys.stdin
+            for n, line in enumerate(sys.stdin):
+                yield line.removeprefix("\ufeff") if n == 0 else line
             return
         try:
-            with open(source.path, encoding="utf-8") as lines:
+            with open(source.path, encoding="utf-8-sig") as lines:
                 yield from lines
         except (OSError, UnicodeDecodeError) as exc:
             reason = exc.strerror if isinstance(exc, OSError) else "not UTF-8 text"

@@ -423,6 +423,8 @@ def _check_log_path(path: str) -> None:
         if not os.access(parent, os.W_OK | os.X_OK):
             raise JobLogError(f"cannot create job log in {parent}: permission denied")
         return
+    if not os.path.isfile(path):  # a FIFO would block the read below; a device is no log
+        raise JobLogError(f"job log is not a regular file: {path}")
     try:
         with open(path, "rb") as log:
             head = log.read(1 << 16)

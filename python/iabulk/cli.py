@@ -222,6 +222,8 @@ def _check_options(options: dict[str, Any]) -> tuple[int, DiskPool]:
     except ValueError as exc:
         raise UsageError(f"--disk-margin: {exc}") from None
     for dest in options["destdir"]:
+        if os.path.exists(dest) and not os.path.isdir(dest):
+            raise UsageError(f"destination is not a directory: {dest}")
         if not os.path.isdir(dest):
             raise UsageError(f"destination directory does not exist: {dest}")
         if not os.access(dest, os.W_OK | os.X_OK):

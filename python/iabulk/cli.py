@@ -36,6 +36,8 @@ __all__ = ["main"]
 OP = "download"
 POLITE_WORKERS = 16
 """Above this, warn: archive.org blocks clients that open too many connections."""
+MAX_TIMEOUT = 86400
+"""--timeout in seconds; larger values (inf) overflowed deep inside the transfers."""
 
 # Options recorded in the log, so that `iabulk download --joblog J` alone
 # resumes with them; an option given again on the command line wins.
@@ -217,6 +219,8 @@ def _check_options(options: dict[str, Any]) -> tuple[int, DiskPool]:
         raise UsageError(f"--retries must be 0 or more, not {options['retries']}")
     if not options["timeout"] > 0:
         raise UsageError(f"--timeout must be positive, not {options['timeout']}")
+    if not options["timeout"] <= MAX_TIMEOUT:
+        raise UsageError(f"--timeout must be at most {MAX_TIMEOUT}, not {options['timeout']}")
     try:
         margin = parse_size(str(options["disk_margin"]))
     except ValueError as exc:

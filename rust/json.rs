@@ -324,19 +324,24 @@ fn load8(s: &[u8]) -> u64 {
     u64::from_le_bytes(w)
 }
 
+/// How many ASCII digits the word `w` starts with (0..=8).
+#[inline(always)]
+fn digit_run_word(w: u64) -> usize {
+    // High bit of each byte below '0', above '9' or non-ASCII; the lowest
+    // flagged byte is exact (borrows and carries only flag bytes above).
+    let below = w.wrapping_sub(ONES * 0x30) & !w & HIGHS;
+    let above = (w.wrapping_add(ONES * (0x7f - 0x39)) | w) & HIGHS;
+    ((below | above).trailing_zeros() / 8) as usize
+}
+
 /// How many ASCII digits `s` starts with.
 #[inline]
 fn digit_run(s: &[u8]) -> usize {
     let mut n = 0;
     while let Some(chunk) = s.get(n..n + 8) {
-        let w = load8(chunk);
-        // High bit of each byte below '0', above '9' or non-ASCII; the lowest
-        // flagged byte is exact (borrows and carries only flag bytes above).
-        let below = w.wrapping_sub(ONES * 0x30) & !w & HIGHS;
-        let above = (w.wrapping_add(ONES * (0x7f - 0x39)) | w) & HIGHS;
-        let other = below | above;
-        if other != 0 {
-            return n + (other.trailing_zeros() / 8) as usize;
+        let k = digit_run_word(load8(chunk));
+        if k < 8 {
+            return n + k;
         }
         n += 8;
     }
@@ -434,6 +439,38 @@ fn masks16(block: &[u8; 16]) -> (u32, u32, u32) {
     }
 }
 
+/// Bit `i` set where `chunk[i] == byte`.
+#[cfg(target_arch = "x86_64")]
+#[inline]
+pub(crate) fn byte_mask64(chunk: &[u8; 64], byte: u8) -> u64 {
+    use std::arch::x86_64::{_mm_cmpeq_epi8, _mm_loadu_si128, _mm_movemask_epi8, _mm_set1_epi8};
+    let mut mask = 0u64;
+    for (k, part) in chunk.chunks_exact(16).enumerate() {
+        // SAFETY: SSE2 is part of the x86_64 baseline, and the unaligned
+        // load reads exactly the 16 bytes of `part`.
+        let m = unsafe {
+            let v = _mm_loadu_si128(part.as_ptr().cast());
+            _mm_movemask_epi8(_mm_cmpeq_epi8(v, _mm_set1_epi8(byte as i8))) as u16
+        };
+        mask |= u64::from(m) << (16 * k);
+    }
+    mask
+}
+
+#[cfg(not(target_arch = "x86_64"))]
+#[inline]
+pub(crate) fn byte_mask64(chunk: &[u8; 64], byte: u8) -> u64 {
+    byte_mask64_portable(chunk, byte)
+}
+
+#[cfg(any(test, not(target_arch = "x86_64")))]
+fn byte_mask64_portable(chunk: &[u8; 64], byte: u8) -> u64 {
+    chunk
+        .iter()
+        .enumerate()
+        .fold(0, |m, (i, &b)| m | (u64::from(b == byte) << i))
+}
+
 #[cfg(not(target_arch = "x86_64"))]
 #[inline]
 fn masks16(block: &[u8; 16]) -> (u32, u32, u32) {
@@ -488,8 +525,9 @@ impl<'a, const PLAIN: bool, const WS: bool> Parser<'a, PLAIN, WS> {
     fn key(&mut self) -> R<Key> {
         if PLAIN {
             // The key ends at the next quote; no escapes are possible.
-            let len = self.next_quote()?;
-            let k = &self.b[self.i..self.i + len];
+            let end = self.closing_quote()?;
+            let len = end - self.i;
+            let k = &self.b[self.i..end];
             fn is<const N: usize>(k: &[u8], name: &[u8; N]) -> bool {
                 k.first_chunk::<N>() == Some(name)
             }
@@ -503,7 +541,7 @@ impl<'a, const PLAIN: bool, const WS: bool> Parser<'a, PLAIN, WS> {
                 5 if is(k, b"extra") => Key::Extra,
                 _ => Key::Other,
             };
-            self.i += len + 1;
+            self.i = end + 1;
             return Ok(key);
         }
         if let Some(chunk) = self.b.get(self.i..self.i + 8) {
@@ -708,6 +746,31 @@ impl<'a, const PLAIN: bool, const WS: bool> Parser<'a, PLAIN, WS> {
     /// A number per the RFC grammar; `self.i` is at its first byte.
     #[inline(always)]
     fn number(&mut self) -> R<Value<'a>> {
+        // Fast path: 1 to 7 digits, then neither a fraction nor an exponent.
+        let b = self.b;
+        let left = b.len() - self.i;
+        let w = if left >= 8 {
+            load8(&b[self.i..])
+        } else if b.len() >= 8 {
+            // The line's last 8 bytes, moved down so that the number starts
+            // the word; the bytes past the line's end read as zeros.
+            load8(&b[b.len() - 8..]) >> (8 * (8 - left))
+        } else {
+            return self.number_slow();
+        };
+        let n = digit_run_word(w);
+        if (1..8).contains(&n)
+            && b[self.i] != b'0'
+            && !matches!(b.get(self.i + n), Some(b'.' | b'e' | b'E'))
+        {
+            self.i += n;
+            return Ok(Value::UInt(eight_digits(w, n)));
+        }
+        self.number_slow()
+    }
+
+    #[inline(never)]
+    fn number_slow(&mut self) -> R<Value<'a>> {
         let start = self.i;
         Ok(match self.number_kind()? {
             Num::UInt(n) => Value::UInt(n),
@@ -825,7 +888,7 @@ impl<'a, const PLAIN: bool, const WS: bool> Parser<'a, PLAIN, WS> {
     #[inline]
     fn string_end(&mut self) -> R<bool> {
         if PLAIN {
-            self.i += self.next_quote()? + 1;
+            self.i = self.closing_quote()? + 1;
             return Ok(false);
         }
         let b = self.b;
@@ -858,15 +921,18 @@ impl<'a, const PLAIN: bool, const WS: bool> Parser<'a, PLAIN, WS> {
         }
     }
 
-    /// In a plain line: how far the next quote is from `self.i`.
+    /// In a plain line, at the start of a string body: the position of its
+    /// closing quote. Strings are met in order and each takes its two quotes
+    /// off the mask, so the lowest quote left is this string's opening one
+    /// and the next is its closing one.
     #[inline(always)]
-    fn next_quote(&self) -> R<usize> {
-        let rest = self.quotes.checked_shr(self.i as u32).unwrap_or(0);
-        if rest == 0 {
-            Err(Malformed)
-        } else {
-            Ok(rest.trailing_zeros() as usize)
+    fn closing_quote(&mut self) -> R<usize> {
+        let q = self.quotes & self.quotes.wrapping_sub(1);
+        if q == 0 {
+            return Err(Malformed);
         }
+        self.quotes = q & (q - 1);
+        Ok(q.trailing_zeros() as usize)
     }
 
     /// One escape; `self.i` is at the backslash.
@@ -1392,6 +1458,15 @@ mod tests {
             let mut block = [b' '; 16];
             block[b as usize % 16] = b;
             assert_eq!(masks16(&block), masks16_portable(&block), "{b}");
+            let mut chunk = [b'x'; 64];
+            chunk[b as usize % 64] = b;
+            chunk[(b as usize * 7) % 64] = b'\n';
+            for needle in [b'\n', b, b'x'] {
+                assert_eq!(
+                    byte_mask64(&chunk, needle),
+                    byte_mask64_portable(&chunk, needle)
+                );
+            }
         }
     }
 

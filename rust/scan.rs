@@ -22,6 +22,7 @@
 
 use std::collections::HashMap;
 use std::fs::File;
+use std::hash::{BuildHasherDefault, Hasher};
 use std::io;
 use std::os::unix::fs::FileExt;
 use std::path::Path;
@@ -37,8 +38,12 @@ use crate::pending::{JobKey, PendingJobs};
 pub struct ScanOptions {
     /// Collect the hash of every job id into [`Snapshot::ids`].
     pub collect_ids: bool,
-    /// Threads (ranges) to use; 0 picks the number of cores, at most 8.
+    /// Threads to use; 0 picks the number of cores, at most 8.
     pub threads: usize,
+    /// Ranges per thread: threads take the next range when done with one,
+    /// so that ranges of unequal cost (job lines are fewer per byte than
+    /// events) still keep every thread busy to the end.
+    pub ranges_per_thread: usize,
     /// Bytes read per `pread`.
     pub block_size: usize,
     /// Smallest range worth a thread of its own.
@@ -52,6 +57,7 @@ impl Default for ScanOptions {
         ScanOptions {
             collect_ids: false,
             threads: 0,
+            ranges_per_thread: 4,
             block_size: 1 << 20,
             min_range_bytes: 8 << 20,
             wide_keys: false,
@@ -141,11 +147,13 @@ pub fn scan_file(file: Arc<File>, opts: &ScanOptions) -> io::Result<Snapshot> {
     } else {
         opts.threads
     };
-    let ranges = (size / opts.min_range_bytes.max(1)).clamp(1, threads.max(1) as u64) as usize;
+    let threads = threads.max(1);
+    let ranges = (size / opts.min_range_bytes.max(1))
+        .clamp(1, (threads * opts.ranges_per_thread.max(1)) as u64) as usize;
     if opts.wide_keys || size > u64::MAX_OFFSET {
-        scan_with::<u128>(file, size, ranges, opts)
+        scan_with::<u128>(file, size, ranges, threads, opts)
     } else {
-        scan_with::<u64>(file, size, ranges, opts)
+        scan_with::<u64>(file, size, ranges, threads, opts)
     }
 }
 
@@ -153,30 +161,39 @@ fn scan_with<K: JobKey>(
     file: Arc<File>,
     size: u64,
     ranges: usize,
+    threads: usize,
     opts: &ScanOptions,
 ) -> io::Result<Snapshot> {
     let bounds = split(&file, size, ranges)?;
-    let mut parts = if bounds.len() == 2 {
+    let n = bounds.len() - 1;
+    let mut parts: Vec<RangeScan<K>> = if n == 1 {
         vec![scan_range::<K>(&file, bounds[0], bounds[1], opts)?]
     } else {
-        let results: Vec<io::Result<RangeScan<K>>> = std::thread::scope(|s| {
-            let handles: Vec<_> = bounds[1..]
-                .windows(2)
-                .map(|w| {
-                    let file = &file;
-                    s.spawn(move || scan_range::<K>(file, w[0], w[1], opts))
-                })
-                .collect();
-            let first = scan_range::<K>(&file, bounds[0], bounds[1], opts);
-            std::iter::once(first)
-                .chain(
-                    handles
-                        .into_iter()
-                        .map(|h| h.join().unwrap_or_else(|p| std::panic::resume_unwind(p))),
-                )
-                .collect()
+        // Each thread takes the next range to scan until none is left.
+        let next = std::sync::atomic::AtomicUsize::new(0);
+        let work = || {
+            let mut done = Vec::new();
+            loop {
+                let k = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                if k >= n {
+                    return done;
+                }
+                done.push((k, scan_range::<K>(&file, bounds[k], bounds[k + 1], opts)));
+            }
+        };
+        let mut results: Vec<(usize, io::Result<RangeScan<K>>)> = std::thread::scope(|s| {
+            let handles: Vec<_> = (1..threads.min(n)).map(|_| s.spawn(work)).collect();
+            let mut all = work();
+            for h in handles {
+                all.extend(h.join().unwrap_or_else(|p| std::panic::resume_unwind(p)));
+            }
+            all
         });
-        results.into_iter().collect::<io::Result<Vec<_>>>()?
+        results.sort_by_key(|(k, _)| *k);
+        results
+            .into_iter()
+            .map(|(_, r)| r)
+            .collect::<io::Result<Vec<_>>>()?
     };
     let mut acc = parts.remove(0);
     for later in parts {
@@ -184,7 +201,7 @@ fn scan_with<K: JobKey>(
             // A job line duplicated across ranges: only a sequential pass
             // knows which of its fields to ignore.
             drop(acc);
-            return scan_with::<K>(file, size, 1, opts);
+            return scan_with::<K>(file, size, 1, 1, opts);
         }
     }
     Ok(acc.finish(file, size))
@@ -241,6 +258,23 @@ fn read_at(file: &File, buf: &mut [u8], at: u64) -> io::Result<usize> {
     }
 }
 
+/// The newlines of `bytes` as a bitmap (bit `i % 64` of word `i / 64`).
+fn newline_words(bytes: &[u8], out: &mut Vec<u64>) {
+    out.clear();
+    let mut chunks = bytes.chunks_exact(64);
+    for c in &mut chunks {
+        let mut block = [0u8; 64];
+        block.copy_from_slice(c);
+        out.push(json::byte_mask64(&block, b'\n'));
+    }
+    let rest = chunks.remainder();
+    if !rest.is_empty() {
+        let mut block = [0u8; 64];
+        block[..rest.len()].copy_from_slice(rest);
+        out.push(json::byte_mask64(&block, b'\n'));
+    }
+}
+
 fn scan_range<K: JobKey>(
     file: &File,
     start: u64,
@@ -249,6 +283,7 @@ fn scan_range<K: JobKey>(
 ) -> io::Result<RangeScan<K>> {
     let mut rs = RangeScan::<K>::new(opts.collect_ids);
     let mut buf = vec![0u8; opts.block_size.max(1)];
+    let mut newlines: Vec<u64> = Vec::new();
     let mut base = start; // file offset of buf[0]
     let mut filled = 0usize;
     let mut next = start;
@@ -267,10 +302,15 @@ fn scan_range<K: JobKey>(
         filled += n;
         next += n as u64;
         let mut line_start = 0;
-        for nl in memchr::memchr_iter(b'\n', &buf[searched..filled]) {
-            let nl = searched + nl;
-            rs.line(&buf[line_start..nl], base + line_start as u64);
-            line_start = nl + 1;
+        newline_words(&buf[searched..filled], &mut newlines);
+        for (k, &word) in newlines.iter().enumerate() {
+            let mut word = word;
+            while word != 0 {
+                let nl = searched + k * 64 + word.trailing_zeros() as usize;
+                word &= word - 1;
+                rs.line(&buf[line_start..nl], base + line_start as u64);
+                line_start = nl + 1;
+            }
         }
         if line_start > 0 {
             buf.copy_within(line_start..filled, 0);
@@ -334,6 +374,45 @@ impl States {
             Some(Some(page)) => page[seq as usize & (PAGE - 1)],
             _ => 0,
         }
+    }
+}
+
+/// A small, fast hasher for short byte strings (error messages): eight
+/// bytes at a time, multiply and rotate. Not DoS-resistant, which a log
+/// reader does not need.
+#[derive(Default, Clone, Copy)]
+struct FxBytes(u64);
+
+impl FxBytes {
+    #[inline]
+    fn mix(&mut self, w: u64) {
+        self.0 = (self.0.rotate_left(5) ^ w).wrapping_mul(0x51_7c_c1_b7_27_22_0a_95);
+    }
+}
+
+impl Hasher for FxBytes {
+    #[inline]
+    fn write(&mut self, bytes: &[u8]) {
+        let mut chunks = bytes.chunks_exact(8);
+        for c in &mut chunks {
+            let mut w = [0u8; 8];
+            w.copy_from_slice(c);
+            self.mix(u64::from_le_bytes(w));
+        }
+        let rest = chunks.remainder();
+        let mut w = [0u8; 8];
+        w[..rest.len()].copy_from_slice(rest);
+        self.mix(u64::from_le_bytes(w) ^ ((rest.len() as u64) << 59));
+    }
+
+    #[inline]
+    fn write_usize(&mut self, n: usize) {
+        self.mix(n as u64);
+    }
+
+    #[inline]
+    fn finish(&self) -> u64 {
+        self.0
     }
 }
 
@@ -508,7 +587,8 @@ struct RangeScan<K> {
     malformed: u64,
     min_ts: Option<Vec<u8>>,
     max_ts: Option<Vec<u8>>,
-    errors: HashMap<String, u64>,
+    /// Error messages (decoded bytes, valid UTF-8) and their counts.
+    errors: HashMap<Box<[u8]>, u64, BuildHasherDefault<FxBytes>>,
     /// The last source line seen in this range, without trailing `\r`s.
     source: Option<Vec<u8>>,
     /// Whether a resolved line follows the range's last source line (or, if
@@ -531,7 +611,7 @@ impl<K: JobKey> RangeScan<K> {
             malformed: 0,
             min_ts: None,
             max_ts: None,
-            errors: HashMap::new(),
+            errors: HashMap::default(),
             source: None,
             resolved: false,
         }
@@ -598,11 +678,11 @@ impl<K: JobKey> RangeScan<K> {
                         };
                         *slot = (*slot & HAS_JOB) | term;
                         if let Value::Str(e) = f.error {
-                            let e = e.to_str();
+                            let e = e.bytes();
                             match self.errors.get_mut(&*e) {
                                 Some(n) => *n += 1,
                                 None => {
-                                    self.errors.insert(e.into_owned(), 1);
+                                    self.errors.insert(e.into(), 1);
                                 }
                             }
                         }
@@ -840,7 +920,14 @@ impl<K: JobKey> RangeScan<K> {
         pending.shrink_to_fit();
         let pending_jobs = PendingJobs::new(file, K::into_list(pending));
 
-        let mut errors: Vec<(String, u64)> = errors.into_iter().collect();
+        let text = |b: Vec<u8>| {
+            String::from_utf8(b)
+                .unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned())
+        };
+        let mut errors: Vec<(String, u64)> = errors
+            .into_iter()
+            .map(|(e, n)| (text(e.into_vec()), n))
+            .collect();
         errors.sort_unstable_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
 
         let ids = collect_ids.then(|| {
@@ -849,10 +936,6 @@ impl<K: JobKey> RangeScan<K> {
             set
         });
 
-        let text = |b: Vec<u8>| {
-            String::from_utf8(b)
-                .unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned())
-        };
         Snapshot {
             max_seq: u64::from(max_job_seq),
             total,
@@ -890,6 +973,7 @@ mod tests {
         ScanOptions {
             collect_ids: true,
             threads,
+            ranges_per_thread: 1 + threads % 3,
             block_size: block,
             min_range_bytes: 1,
             wide_keys: false,
@@ -1429,6 +1513,23 @@ mod tests {
                     );
                 }
             }
+        }
+    }
+
+    #[test]
+    fn newline_bitmap() {
+        let mut words = Vec::new();
+        for len in [0usize, 1, 63, 64, 65, 127, 128, 200] {
+            let bytes: Vec<u8> = (0..len)
+                .map(|i| if i % 5 == 3 { b'\n' } else { b'a' })
+                .collect();
+            newline_words(&bytes, &mut words);
+            assert_eq!(words.len(), len.div_ceil(64));
+            let got: Vec<usize> = (0..len)
+                .filter(|&i| words[i / 64] >> (i % 64) & 1 == 1)
+                .collect();
+            let want: Vec<usize> = (0..len).filter(|&i| bytes[i] == b'\n').collect();
+            assert_eq!(got, want, "{len}");
         }
     }
 

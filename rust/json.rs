@@ -391,31 +391,44 @@ fn plain_quotes(line: &[u8]) -> Option<(u128, bool)> {
     if line.len() > 128 {
         return None;
     }
-    // Two bytes of quote mask per 16-byte block.
-    let mut quotes = [0u8; 16];
+    let n = line.len();
+    // The quote mask in two words, 16 bits per 16-byte block.
+    let (mut lo, mut hi) = (0u64, 0u64);
     let mut special = 0u32;
     let mut spaces = 0u32;
-    let mut chunks = line.chunks_exact(16);
-    let mut k = 0;
-    for c in &mut chunks {
-        let mut block = [0u8; 16];
-        block.copy_from_slice(c);
-        let (q, s, w) = masks16(&block);
-        quotes[k..k + 2].copy_from_slice(&(q as u16).to_le_bytes());
-        special |= s;
-        spaces |= w;
-        k += 2;
-    }
-    let rest = chunks.remainder();
-    if !rest.is_empty() {
-        let mut block = [b'a'; 16];
-        block[..rest.len()].copy_from_slice(rest);
-        let (q, s, w) = masks16(&block);
-        quotes[k..k + 2].copy_from_slice(&(q as u16).to_le_bytes());
+    let mut put = |k: usize, q: u32| {
+        if k < 4 {
+            lo |= u64::from(q) << (16 * k);
+        } else {
+            hi |= u64::from(q) << (16 * (k - 4));
+        }
+    };
+    let full = n / 16;
+    for k in 0..full {
+        let block: &[u8; 16] = line[16 * k..16 * k + 16].try_into().unwrap_or(&[0; 16]);
+        let (q, s, w) = masks16(block);
+        put(k, q);
         special |= s;
         spaces |= w;
     }
-    (special == 0).then_some((u128::from_le_bytes(quotes), spaces != 0))
+    let rest = n % 16;
+    if rest > 0 {
+        let (q, s, w) = if n >= 16 {
+            // The line's last 16 bytes, masks shifted down to the tail.
+            let block: &[u8; 16] = line[n - 16..].try_into().unwrap_or(&[0; 16]);
+            let (q, s, w) = masks16(block);
+            let drop = 16 - rest as u32;
+            (q >> drop, s >> drop, w >> drop)
+        } else {
+            let mut block = [b'a'; 16];
+            block[..rest].copy_from_slice(line);
+            masks16(&block)
+        };
+        put(full, q);
+        special |= s;
+        spaces |= w;
+    }
+    (special == 0).then_some(((u128::from(hi) << 64) | u128::from(lo), spaces != 0))
 }
 
 /// Per byte of `block`, a bit: (is a quote, is a backslash, a control
@@ -595,19 +608,21 @@ impl<'a, const PLAIN: bool, const WS: bool> Parser<'a, PLAIN, WS> {
             self.skip_ws();
             self.expect(b':')?;
             self.skip_ws();
+            // Values are written straight into their field (building them
+            // in a temporary and copying it costs a store-forwarding stall).
             match key {
-                Key::Event => f.event = self.value(1)?,
-                Key::Seq => f.seq = self.value(1)?,
-                Key::Id => f.id = self.value(1)?,
-                Key::Ts => f.ts = self.value(1)?,
-                Key::Error => f.error = self.value(1)?,
-                Key::Retry => f.retry = self.value(1)?,
+                Key::Event => self.value_into(&mut f.event, 1)?,
+                Key::Seq => self.value_into(&mut f.seq, 1)?,
+                Key::Id => self.value_into(&mut f.id, 1)?,
+                Key::Ts => self.value_into(&mut f.ts, 1)?,
+                Key::Error => self.value_into(&mut f.error, 1)?,
+                Key::Retry => self.value_into(&mut f.retry, 1)?,
                 Key::Extra => {
-                    f.item_size = if self.peek() == Some(b'{') {
-                        self.extra()?
+                    if self.peek() == Some(b'{') {
+                        self.extra(&mut f.item_size)?;
                     } else {
                         self.skip_value(1)?;
-                        Value::Absent
+                        f.item_size = Value::Absent;
                     }
                 }
                 Key::Other => self.skip_value(1)?,
@@ -627,15 +642,15 @@ impl<'a, const PLAIN: bool, const WS: bool> Parser<'a, PLAIN, WS> {
         }
     }
 
-    /// The `extra` object (depth 2); returns its last `item_size`.
-    fn extra(&mut self) -> R<Value<'a>> {
+    /// The `extra` object (depth 2); writes its last `item_size` to `size`.
+    fn extra(&mut self, size: &mut Value<'a>) -> R<()> {
         // Depth 2 is always within MAX_DEPTH.
         self.i += 1;
         self.skip_ws();
-        let mut size = Value::Absent;
+        *size = Value::Absent;
         if self.peek() == Some(b'}') {
             self.i += 1;
-            return Ok(size);
+            return Ok(());
         }
         loop {
             self.expect(b'"')?;
@@ -644,7 +659,7 @@ impl<'a, const PLAIN: bool, const WS: bool> Parser<'a, PLAIN, WS> {
             self.expect(b':')?;
             self.skip_ws();
             if key.eq_bytes(b"item_size") {
-                size = self.value(2)?;
+                self.value_into(size, 2)?;
             } else {
                 self.skip_value(2)?;
             }
@@ -656,31 +671,44 @@ impl<'a, const PLAIN: bool, const WS: bool> Parser<'a, PLAIN, WS> {
                 }
                 Some(b'}') => {
                     self.i += 1;
-                    return Ok(size);
+                    return Ok(());
                 }
                 _ => return Err(Malformed),
             }
         }
     }
 
-    /// A value inside a container at `depth`, reduced to a [`Value`].
+    /// A value inside a container at `depth` (the top-level object or
+    /// `extra`), reduced to a [`Value`] and written to `dest`.
     #[inline(always)]
-    fn value(&mut self, depth: usize) -> R<Value<'a>> {
+    fn value_into(&mut self, dest: &mut Value<'a>, depth: usize) -> R<()> {
         match self.peek() {
             Some(b'"') => {
                 self.i += 1;
-                Ok(Value::Str(self.string()?))
+                let start = self.i;
+                let escaped = self.string_end()?;
+                *dest = Value::Str(JsonStr {
+                    raw: &self.b[start..self.i - 1],
+                    escaped,
+                });
             }
-            Some(b'-' | b'0'..=b'9') => self.number(),
+            Some(b'-' | b'0'..=b'9') => {
+                if let Some(n) = self.short_number() {
+                    *dest = Value::UInt(n);
+                } else {
+                    *dest = self.number_slow()?;
+                }
+            }
             Some(b'f') => {
                 self.literal(b"false")?;
-                Ok(Value::False)
+                *dest = Value::False;
             }
             _ => {
                 self.skip_value(depth)?;
-                Ok(Value::Other)
+                *dest = Value::Other;
             }
         }
+        Ok(())
     }
 
     /// Validate and skip any value inside a container at `depth`.
@@ -746,7 +774,17 @@ impl<'a, const PLAIN: bool, const WS: bool> Parser<'a, PLAIN, WS> {
     /// A number per the RFC grammar; `self.i` is at its first byte.
     #[inline(always)]
     fn number(&mut self) -> R<Value<'a>> {
-        // Fast path: 1 to 7 digits, then neither a fraction nor an exponent.
+        match self.short_number() {
+            Some(n) => Ok(Value::UInt(n)),
+            None => self.number_slow(),
+        }
+    }
+
+    /// The fast path for numbers: 1 to 7 digits (no leading zero), then
+    /// neither a fraction nor an exponent. `None` (nothing consumed) for
+    /// anything else.
+    #[inline(always)]
+    fn short_number(&mut self) -> Option<u64> {
         let b = self.b;
         let left = b.len() - self.i;
         let w = if left >= 8 {
@@ -756,7 +794,7 @@ impl<'a, const PLAIN: bool, const WS: bool> Parser<'a, PLAIN, WS> {
             // the word; the bytes past the line's end read as zeros.
             load8(&b[b.len() - 8..]) >> (8 * (8 - left))
         } else {
-            return self.number_slow();
+            return None;
         };
         let n = digit_run_word(w);
         if (1..8).contains(&n)
@@ -764,9 +802,9 @@ impl<'a, const PLAIN: bool, const WS: bool> Parser<'a, PLAIN, WS> {
             && !matches!(b.get(self.i + n), Some(b'.' | b'e' | b'E'))
         {
             self.i += n;
-            return Ok(Value::UInt(eight_digits(w, n)));
+            return Some(eight_digits(w, n));
         }
-        self.number_slow()
+        None
     }
 
     #[inline(never)]
@@ -1363,6 +1401,21 @@ mod tests {
         };
         ok(&nested(MAX_DEPTH - 1));
         bad(nested(MAX_DEPTH).as_bytes());
+        // The same under the keys the scan reads, and inside `extra`.
+        for key in ["event", "seq", "id", "ts", "error", "retry", "extra"] {
+            let at = |n: usize| format!("{{\"{key}\":{}{}}}", "[".repeat(n), "]".repeat(n));
+            ok(&at(MAX_DEPTH - 1));
+            bad(at(MAX_DEPTH).as_bytes());
+        }
+        let in_extra = |n: usize| {
+            format!(
+                "{{\"extra\":{{\"item_size\":{}{}}}}}",
+                "[".repeat(n),
+                "]".repeat(n)
+            )
+        };
+        ok(&in_extra(MAX_DEPTH - 2));
+        bad(in_extra(MAX_DEPTH - 1).as_bytes());
         bad(nested(100_000).as_bytes());
         let objects = |n: usize| format!("{{{}{}}}", "\"a\":{".repeat(n), "}".repeat(n));
         ok(&objects(MAX_DEPTH - 1));
@@ -1449,6 +1502,16 @@ mod tests {
             assert_eq!(q, Some((if n > 0 { 1u128 << (n - 1) } else { 0 }, false)));
         }
         assert_eq!(plain_quotes(&[b'a'; 129]), None);
+        // Specials and spaces in the tail of lines longer than one block.
+        for n in 17..=128 {
+            for at in [n - 1, (n - 1) / 16 * 16, 15, 0] {
+                for (byte, want) in [(b'\t', None), (b' ', Some((0, true))), (b'\\', None)] {
+                    let mut l = vec![b'a'; n];
+                    l[at] = byte;
+                    assert_eq!(plain_quotes(&l), want, "{n} {at} {byte}");
+                }
+            }
+        }
         assert_eq!(plain_quotes(b"a\\b"), None);
         assert_eq!(plain_quotes(b"a\tb"), None);
         assert_eq!(plain_quotes("é".as_bytes()), None);

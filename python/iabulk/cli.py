@@ -259,6 +259,8 @@ def _env_cached_session_class() -> Any:
     including NO_PROXY matching and Proxy-Authorization, is what ``requests``
     does.
     """
+    from urllib.request import getproxies_environment
+
     import requests
     from requests.auth import _basic_auth_str
     from requests.sessions import merge_setting
@@ -268,10 +270,15 @@ def _env_cached_session_class() -> Any:
         def __init__(self) -> None:
             super().__init__()
             self._environ: dict[tuple[str, str | None], dict[str, str]] = {}
+            # Without NO_PROXY (in any spelling) the answer is the same for every host.
+            self._per_host = "no" in getproxies_environment()
 
         def _environ_proxies(self, url: str, no_proxy: str | None) -> dict[str, str]:
-            scheme, _, rest = url.partition("://")
-            key = (scheme + "://" + rest.split("/", 1)[0], no_proxy)
+            if self._per_host or no_proxy:
+                scheme, _, rest = url.partition("://")
+                key = (scheme + "://" + rest.split("/", 1)[0], no_proxy)
+            else:
+                key = ("", None)
             found = self._environ.get(key)
             if found is None:
                 if len(self._environ) > 4096:

@@ -48,6 +48,10 @@ __all__ = ["DownloadWorker", "DownloadOptions", "unsafe_name_reason", "PART_SUFF
 CHUNK = 1 << 20
 PART_SUFFIX = ".iabulk-part"
 MAX_NAME_BYTES = 255
+HELP_MIN_FILES = 8
+"""Helpers join an item only while it has this many files waiting: a helper
+opens another connection to the item's data node, which pays off only over
+several files (one wide item), not for the last few files of a small one."""
 MAX_GATE_WAITS = 30
 """429/503 answers one request may sit out before its job is handed back to the engine."""
 
@@ -394,7 +398,7 @@ class DownloadWorker(BaseWorker):
         while (
             self._helpers < self._transfers
             and self._streams < self.limit.current
-            and any(w.queue for w in self._open)
+            and any(len(w.queue) >= HELP_MIN_FILES for w in self._open)
         ):
             self._helpers += 1
             self._streams += 1
@@ -409,7 +413,7 @@ class DownloadWorker(BaseWorker):
                     if self._streams > self.limit.current:
                         return
                     work = max(self._open, key=lambda w: len(w.queue), default=None)
-                    if work is None or not work.queue:
+                    if work is None or len(work.queue) < HELP_MIN_FILES:
                         return
                     work.outstanding += 1  # keeps the owner waiting while we join
                 try:

@@ -33,8 +33,9 @@ stand-in accepted, and the ratio of the run's wall time to ``ia seq``'s.
 ``tiny-100k`` measures engine overhead: iabulk over every item, plus ``ia seq``
 and ``ia xargs`` over a sample (``--tiny-sample``, extrapolated; marked ``~``),
 plus ``bare http``: a minimal client doing exactly iabulk's HTTP work (a
-metadata GET, then the file GET following its redirect, through one shared
-``requests`` session in 10 threads, bodies discarded) over the same items.
+metadata GET, then a GET of every listed file following its redirect, through
+one shared ``requests`` session in 10 threads, bodies discarded) over the same
+items.
 Engine overhead per job = (iabulk CPU - bare http CPU) / jobs: what iabulk
 spends beyond the HTTP work (file writes, md5, fsync, the job log, the engine,
 the UI). The TLS/proxy/HTTP work itself is the same in both.
@@ -442,8 +443,6 @@ def work():
             return
         meta = session.get(f"https://archive.org/metadata/{ident}", timeout=60).json()
         for f in meta["files"]:
-            if "md5" not in f:
-                continue
             r = session.get(f"https://archive.org/download/{ident}/{quote(f['name'])}",
                             stream=True, timeout=60)
             for chunk in r.iter_content(1 << 20):

@@ -324,6 +324,22 @@ fn load8(s: &[u8]) -> u64 {
     u64::from_le_bytes(w)
 }
 
+/// The 8 bytes of `b` from `at` as a word; past the end of `b` the bytes
+/// read as zeros. `None` when `b` is shorter than 8 bytes or `at` is at or
+/// past its end.
+#[inline(always)]
+fn word_at(b: &[u8], at: usize) -> Option<u64> {
+    let left = b.len().checked_sub(at).filter(|&l| l > 0)?;
+    if left >= 8 {
+        Some(load8(&b[at..]))
+    } else if b.len() >= 8 {
+        // The last 8 bytes, moved down so that byte `at` starts the word.
+        Some(load8(&b[b.len() - 8..]) >> (8 * (8 - left)))
+    } else {
+        None
+    }
+}
+
 /// How many ASCII digits the word `w` starts with (0..=8).
 #[inline(always)]
 fn digit_run_word(w: u64) -> usize {
@@ -350,7 +366,7 @@ fn digit_run(s: &[u8]) -> usize {
 
 /// The value of the first `n` (1..=8) ASCII digits in `w` (first digit in
 /// the lowest byte).
-#[inline]
+#[inline(always)]
 fn eight_digits(w: u64, n: usize) -> u64 {
     // Move the digits to the top and fill the bottom with '0's: leading
     // zeros do not change the value.
@@ -780,31 +796,32 @@ impl<'a, const PLAIN: bool, const WS: bool> Parser<'a, PLAIN, WS> {
         }
     }
 
-    /// The fast path for numbers: 1 to 7 digits (no leading zero), then
+    /// The fast path for numbers: 1 to 15 digits (no leading zero), then
     /// neither a fraction nor an exponent. `None` (nothing consumed) for
     /// anything else.
     #[inline(always)]
     fn short_number(&mut self) -> Option<u64> {
         let b = self.b;
-        let left = b.len() - self.i;
-        let w = if left >= 8 {
-            load8(&b[self.i..])
-        } else if b.len() >= 8 {
-            // The line's last 8 bytes, moved down so that the number starts
-            // the word; the bytes past the line's end read as zeros.
-            load8(&b[b.len() - 8..]) >> (8 * (8 - left))
-        } else {
-            return None;
-        };
+        let at = self.i;
+        let w = word_at(b, at)?;
         let n = digit_run_word(w);
-        if (1..8).contains(&n)
-            && b[self.i] != b'0'
-            && !matches!(b.get(self.i + n), Some(b'.' | b'e' | b'E'))
-        {
-            self.i += n;
-            return Some(eight_digits(w, n));
+        let (n, value) = if n < 8 {
+            (n, eight_digits(w, n.max(1)))
+        } else {
+            let w2 = word_at(b, at + 8).unwrap_or(0);
+            let n2 = digit_run_word(w2);
+            if n2 == 8 {
+                return None;
+            }
+            const POW10: [u64; 8] = [1, 10, 100, 1_000, 10_000, 100_000, 1_000_000, 10_000_000];
+            let low = if n2 == 0 { 0 } else { eight_digits(w2, n2) };
+            (8 + n2, eight_digits(w, 8) * POW10[n2] + low)
+        };
+        if n == 0 || b[at] == b'0' || matches!(b.get(at + n), Some(b'.' | b'e' | b'E')) {
+            return None;
         }
-        None
+        self.i += n;
+        Some(value)
     }
 
     #[inline(never)]
@@ -1185,6 +1202,9 @@ mod tests {
             9999999999999999,
             10000000000000000,
             1234567890123456789,
+            123456789012345,
+            100000000000000,
+            12345678,
         ] {
             for tail in [
                 "}",

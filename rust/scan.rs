@@ -167,18 +167,23 @@ fn scan_with<K: JobKey>(
     let bounds = split(&file, size, ranges)?;
     let n = bounds.len() - 1;
     let mut parts: Vec<RangeScan<K>> = if n == 1 {
-        vec![scan_range::<K>(&file, bounds[0], bounds[1], opts)?]
+        let mut bufs = Buffers::new(opts);
+        vec![scan_range::<K>(
+            &file, bounds[0], bounds[1], opts, &mut bufs,
+        )?]
     } else {
         // Each thread takes the next range to scan until none is left.
         let next = std::sync::atomic::AtomicUsize::new(0);
         let work = || {
             let mut done = Vec::new();
+            let mut bufs = Buffers::new(opts);
             loop {
                 let k = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 if k >= n {
                     return done;
                 }
-                done.push((k, scan_range::<K>(&file, bounds[k], bounds[k + 1], opts)));
+                let part = scan_range::<K>(&file, bounds[k], bounds[k + 1], opts, &mut bufs);
+                done.push((k, part));
             }
         };
         let mut results: Vec<(usize, io::Result<RangeScan<K>>)> = std::thread::scope(|s| {
@@ -275,15 +280,33 @@ fn newline_words(bytes: &[u8], out: &mut Vec<u64>) {
     }
 }
 
+/// A thread's read block and newline bitmap, reused from range to range.
+struct Buffers {
+    block: Vec<u8>,
+    newlines: Vec<u64>,
+}
+
+impl Buffers {
+    fn new(opts: &ScanOptions) -> Self {
+        Buffers {
+            block: vec![0u8; opts.block_size.max(1)],
+            newlines: Vec::new(),
+        }
+    }
+}
+
 fn scan_range<K: JobKey>(
     file: &File,
     start: u64,
     end: u64,
     opts: &ScanOptions,
+    bufs: &mut Buffers,
 ) -> io::Result<RangeScan<K>> {
-    let mut rs = RangeScan::<K>::new(opts.collect_ids);
-    let mut buf = vec![0u8; opts.block_size.max(1)];
-    let mut newlines: Vec<u64> = Vec::new();
+    let mut rs = RangeScan::<K>::new(opts.collect_ids, end - start);
+    let Buffers {
+        block: buf,
+        newlines,
+    } = bufs;
     let mut base = start; // file offset of buf[0]
     let mut filled = 0usize;
     let mut next = start;
@@ -302,7 +325,7 @@ fn scan_range<K: JobKey>(
         filled += n;
         next += n as u64;
         let mut line_start = 0;
-        newline_words(&buf[searched..filled], &mut newlines);
+        newline_words(&buf[searched..filled], newlines);
         for (k, &word) in newlines.iter().enumerate() {
             let mut word = word;
             while word != 0 {
@@ -571,6 +594,36 @@ fn strip_cr(line: &[u8]) -> &[u8] {
     &line[..end]
 }
 
+/// An empty job list with room for every job line a range of `range_bytes`
+/// can hold (a job line takes at least 32 bytes), up to 16M entries, so
+/// that it does not reallocate; the room is only address space until used.
+/// Large lists ask for transparent huge pages: fewer page faults.
+fn job_buffer<K>(range_bytes: u64) -> Vec<K> {
+    let cap = (range_bytes / 32).min(1 << 24) as usize;
+    let v: Vec<K> = Vec::with_capacity(cap);
+    advise_huge(v.as_ptr().cast(), cap * std::mem::size_of::<K>());
+    v
+}
+
+/// Hint that the 2 MiB-aligned part of `[ptr, ptr + len)` be backed by huge
+/// pages.
+fn advise_huge(ptr: *const u8, len: usize) {
+    const HUGE: usize = 2 << 20;
+    if len < 2 * HUGE {
+        return;
+    }
+    let start = (ptr as usize).next_multiple_of(HUGE);
+    let end = (ptr as usize + len) / HUGE * HUGE;
+    if end > start {
+        // SAFETY: the range lies inside an allocation this function's caller
+        // owns; MADV_HUGEPAGE only changes how the kernel backs its pages,
+        // never their contents, and a failure is harmless.
+        unsafe {
+            libc::madvise(start as *mut libc::c_void, end - start, libc::MADV_HUGEPAGE);
+        }
+    }
+}
+
 /// What one range of the file knows.
 struct RangeScan<K> {
     collect_ids: bool,
@@ -578,7 +631,10 @@ struct RangeScan<K> {
     sizes: Sizes,
     /// Job lines (first per seq within the range), in file order.
     jobs: Vec<K>,
-    /// Whether `jobs` has strictly increasing seqs.
+    /// The job lists of later ranges folded into this one, in file order.
+    more_jobs: Vec<Vec<K>>,
+    /// Whether the job lists, one after the other, have strictly increasing
+    /// seqs.
     jobs_sorted: bool,
     first_job_seq: u32,
     last_job_seq: u32,
@@ -597,12 +653,13 @@ struct RangeScan<K> {
 }
 
 impl<K: JobKey> RangeScan<K> {
-    fn new(collect_ids: bool) -> Self {
+    fn new(collect_ids: bool, range_bytes: u64) -> Self {
         RangeScan {
             collect_ids,
             states: States::default(),
             sizes: Sizes::default(),
-            jobs: Vec::new(),
+            jobs: job_buffer(range_bytes),
+            more_jobs: Vec::new(),
             jobs_sorted: true,
             first_job_seq: 0,
             last_job_seq: 0,
@@ -700,7 +757,7 @@ impl<K: JobKey> RangeScan<K> {
 
     #[inline]
     fn job(&mut self, seq: u32, offset: u64, id: Value<'_>) {
-        if self.jobs.is_empty() {
+        if self.last_job_seq == 0 {
             self.first_job_seq = seq;
         } else if seq <= self.last_job_seq {
             self.jobs_sorted = false;
@@ -755,15 +812,16 @@ impl<K: JobKey> RangeScan<K> {
         if self.fold_seqs(&mut later) {
             return true;
         }
-        if !later.jobs.is_empty() {
-            if !self.jobs.is_empty() {
+        if later.last_job_seq != 0 {
+            if self.last_job_seq != 0 {
                 self.jobs_sorted &= later.jobs_sorted && self.last_job_seq < later.first_job_seq;
             } else {
                 self.jobs_sorted = later.jobs_sorted;
                 self.first_job_seq = later.first_job_seq;
             }
             self.last_job_seq = later.last_job_seq;
-            self.jobs.extend_from_slice(&later.jobs);
+            // Kept as a list of its own: no copy of millions of entries.
+            self.more_jobs.push(std::mem::take(&mut later.jobs));
         }
         self.max_job_seq = self.max_job_seq.max(later.max_job_seq);
         self.ids.extend_from_slice(&later.ids);
@@ -854,6 +912,7 @@ impl<K: JobKey> RangeScan<K> {
             states,
             sizes,
             jobs,
+            more_jobs,
             jobs_sorted,
             max_job_seq,
             ids,
@@ -911,9 +970,22 @@ impl<K: JobKey> RangeScan<K> {
             }
         };
 
-        // The pending jobs, in the job list's own memory.
-        let mut pending = jobs;
-        pending.retain(|k| !is_done(states.get(k.seq())));
+        // The pending jobs: each list keeps its pending entries in its own
+        // memory, then the lists are joined (usually one holds them all).
+        let mut lists: Vec<Vec<K>> = std::iter::once(jobs).chain(more_jobs).collect();
+        for list in &mut lists {
+            list.retain(|k| !is_done(states.get(k.seq())));
+        }
+        lists.retain(|l| !l.is_empty());
+        let mut pending = if lists.len() <= 1 {
+            lists.pop().unwrap_or_default()
+        } else {
+            let mut all = Vec::with_capacity(lists.iter().map(Vec::len).sum());
+            for list in lists {
+                all.extend_from_slice(&list);
+            }
+            all
+        };
         if !jobs_sorted {
             pending.sort_unstable();
         }
@@ -1447,8 +1519,10 @@ mod tests {
         // Two ranges cut at every possible byte (rounded to line starts).
         for cut in 0..=size {
             let bounds = [0, next_line_start(&f, cut, size).unwrap(), size];
-            let a = scan_range::<u64>(&f, bounds[0], bounds[1], &opts(1, 7)).unwrap();
-            let b = scan_range::<u64>(&f, bounds[1], bounds[2], &opts(1, 7)).unwrap();
+            let o = opts(1, 7);
+            let mut bufs = Buffers::new(&o);
+            let a = scan_range::<u64>(&f, bounds[0], bounds[1], &o, &mut bufs).unwrap();
+            let b = scan_range::<u64>(&f, bounds[1], bounds[2], &o, &mut bufs).unwrap();
             let mut a = a;
             assert!(!a.absorb(b));
             assert_eq!(a.finish(f.clone(), size), reference, "cut {cut}");

@@ -137,15 +137,9 @@ class BulkEngine:
 
     def run(self, jobs: Iterable[dict[str, Any]]) -> RunSummary:
         """Run every job of ``jobs`` (a lazy iterable is read as slots free up)."""
-        source: Iterator[dict[str, Any]] | None = iter(jobs)
+        self._source: Iterator[dict[str, Any]] | None = iter(jobs)
         with ThreadPoolExecutor(self.workers, thread_name_prefix="iabulk-job") as pool:
-            while True:
-                picked = self._next_job(source)
-                if picked is None:
-                    break
-                if picked == "source-exhausted":
-                    source = None
-                    continue
+            while (picked := self._next_job()) is not None:
                 attempt, job = picked
                 with self._cond:
                     self._in_flight += 1
@@ -154,40 +148,40 @@ class BulkEngine:
             with self._cond:
                 while self._in_flight:
                     self._cond.wait(0.2)
-        if self._fatal is None:
-            self.joblog.sync()  # the buffered `started` lines, for `status`
         if self._fatal is not None:
             raise self._fatal
+        self.joblog.sync()  # the buffered `started` lines, for `status`
         self.summary.interrupted = self._stopping
         return self.summary
 
-    def _next_job(
-        self, source: Iterator[dict[str, Any]] | None
-    ) -> tuple[int, dict[str, Any]] | str | None:
-        """The next (attempt, job) to submit, waiting for a slot; None when done."""
-        with self._cond:
-            while True:
-                if self._stopping:
-                    return None
-                now = self.clock()
-                if self._in_flight >= self.workers:
-                    self._cond.wait(0.5)
-                elif self._paused_until > now:
-                    self._cond.wait(min(0.5, self._paused_until - now))
-                elif self._retry_queue and self._retry_queue[0].ready_at <= now:
-                    queued = heapq.heappop(self._retry_queue)
-                    return queued.attempt, queued.job
-                elif source is not None:
-                    break
-                elif self._retry_queue:
-                    self._cond.wait(min(0.5, self._retry_queue[0].ready_at - now))
-                elif self._in_flight:
-                    self._cond.wait(0.5)
-                else:
-                    return None
-        # Reading the next pending job may touch the disk: not under the lock.
-        job = next(source, None)
-        return "source-exhausted" if job is None else (1, job)
+    def _next_job(self) -> tuple[int, dict[str, Any]] | None:
+        """The next (attempt, job) to submit, waiting for a slot; None when all is done."""
+        while True:
+            with self._cond:
+                while True:
+                    if self._stopping:
+                        return None
+                    now = self.clock()
+                    if self._in_flight >= self.workers:
+                        self._cond.wait(0.5)
+                    elif self._paused_until > now:
+                        self._cond.wait(min(0.5, self._paused_until - now))
+                    elif self._retry_queue and self._retry_queue[0].ready_at <= now:
+                        queued = heapq.heappop(self._retry_queue)
+                        return queued.attempt, queued.job
+                    elif self._source is not None:
+                        break
+                    elif self._retry_queue:
+                        self._cond.wait(min(0.5, self._retry_queue[0].ready_at - now))
+                    elif self._in_flight:
+                        self._cond.wait(0.5)
+                    else:
+                        return None
+            # Reading the next pending job may touch the disk: not under the lock.
+            job = next(self._source, None)
+            if job is not None:
+                return 1, job
+            self._source = None
 
     def _run_job(self, job: dict[str, Any], attempt: int, slot: int) -> None:
         try:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -69,14 +70,46 @@ def test_margin_is_kept_free(tmp_path: Path) -> None:
 def test_partial_item_goes_back_to_its_disk(tmp_path: Path) -> None:
     pool, (a, b) = pool_with(tmp_path, {"a": 100, "b": 10_000})
     Path(a, "x").mkdir()
+    Path(a, "x", "f.iabulk-part").write_bytes(b"partial")
     assert pool.reserve("x", 50).path == a
 
 
-def test_partial_item_waits_when_its_disk_is_full(tmp_path: Path) -> None:
-    pool, (a, b) = pool_with(tmp_path, {"a": 10, "b": 10_000})
-    Path(a, "x").mkdir()
+def test_partial_item_waits_when_no_disk_has_room(tmp_path: Path) -> None:
+    pool, (a, b) = pool_with(tmp_path, {"a": 10, "b": 40})
+    Path(a, "x", "sub").mkdir(parents=True)
+    Path(a, "x", "sub", "done.bin").write_bytes(b"whole")
     with pytest.raises(DisksFull, match="waiting for space"):
         pool.reserve("x", 50)
+
+
+def test_partial_item_needs_room_only_for_the_rest(tmp_path: Path) -> None:
+    pool, (a, b) = pool_with(tmp_path, {"a": 60, "b": 10_000})
+    Path(a, "x").mkdir()
+    Path(a, "x", "done.bin").write_bytes(b"w" * 450)
+    r = pool.reserve("x", 500, present=lambda root: 450 if root == str(Path(a, "x")) else 0)
+    assert r.path == a and r.reserved == 50
+
+
+def test_partial_item_moves_to_a_disk_with_room_when_its_own_is_full(tmp_path: Path) -> None:
+    pool, (a, b) = pool_with(tmp_path, {"a": 10, "b": 10_000})
+    Path(a, "x", "sub").mkdir(parents=True)
+    done = Path(a, "x", "sub", "done.bin")
+    done.write_bytes(b"whole")
+    os.utime(done, (1_500_000_000, 1_500_000_000))  # the mark of a verified file
+    r = pool.reserve("x", 50, present=lambda root: 5)
+    assert r.path == b and r.reserved == 50
+    moved = Path(b, "x", "sub", "done.bin")
+    assert moved.read_bytes() == b"whole" and moved.stat().st_mtime == 1_500_000_000
+    assert not Path(a, "x").exists()
+    assert not list(Path(b).rglob("*.iabulk-moving"))
+
+
+def test_an_empty_item_directory_does_not_bind_the_item_to_its_disk(tmp_path: Path) -> None:
+    """What a full disk leaves when the item dropped its only partial file."""
+    pool, (a, b) = pool_with(tmp_path, {"a": 10, "b": 10_000})
+    Path(a, "x", "sub").mkdir(parents=True)
+    assert pool.reserve("x", 50).path == b
+    assert not Path(a, "x").exists()  # the empty directory is not left behind
 
 
 def test_no_disk_check_uses_the_first_destination(tmp_path: Path) -> None:

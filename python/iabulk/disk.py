@@ -4,11 +4,15 @@ Each item goes to the disk with the most free space once the bytes already
 promised to other in-flight items and a safety margin are taken off, so that
 ten workers starting ten large items at once do not all pick the same nearly
 full disk. Disks that are one filesystem share one budget. An item whose
-files are already on a disk (a resumed, partial item) goes back there.
+files are already on a disk (a resumed, partial item) goes back there if the
+rest fits; if not, and another disk has room for all of it, its directory
+moves there (nothing is fetched twice); else it waits for space.
 """
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import os
 import re
 import shutil
@@ -96,9 +100,15 @@ class DiskPool:
         self._devices = {d: os.stat(d).st_dev for d in self.destdirs}
 
     def holding(self, subdir: str) -> str | None:
-        """The destination that already has ``subdir`` (an item's directory)."""
+        """The destination that already has files of ``subdir`` (an item's directory).
+
+        An item directory without a single file in it (left behind when a
+        full disk made the item drop its only partial file) holds nothing:
+        the item may go to any destination.
+        """
         for dest in self.destdirs:
-            if os.path.isdir(os.path.join(dest, subdir)):
+            path = os.path.join(dest, subdir)
+            if os.path.isdir(path) and (not subdir or _holds_files(path)):
                 return dest
         return None
 
@@ -108,37 +118,129 @@ class DiskPool:
         promised = sum(r.outstanding for r in self._reservations if r.device == device)
         return self._free_bytes(dest) - self.margin - promised
 
-    def reserve(self, subdir: str, nbytes: int) -> Reservation:
-        """Pick a destination for an item needing ``nbytes`` more bytes.
+    def reserve(
+        self, subdir: str, nbytes: int, present: Callable[[str], int] | None = None
+    ) -> Reservation:
+        """Pick a destination for an item needing ``nbytes`` bytes in all.
 
-        Raises :class:`DisksFull` when no destination has room.
+        ``present(root)`` tells how many of those bytes are already under the
+        item's directory ``root`` (whole and partial files). A partly
+        downloaded item goes back to the destination holding its files if
+        that has room for the rest; if not, and another filesystem has room
+        for the whole item, the item's directory is moved there first (what
+        was downloaded is moved, not fetched again). Raises
+        :class:`DisksFull` when no destination has room.
         """
         with self._lock:
             home = self.holding(subdir)
+            move_from = None
+            need = nbytes
+            if home is not None and subdir and present is not None:
+                need = max(0, nbytes - present(os.path.join(home, subdir)))
             if not self.check:
                 dest = home or self.destdirs[0]
-            elif home is not None:
-                if self.available(home) < nbytes:
-                    raise DisksFull(
-                        f"{home} has no room for the rest of {subdir} "
-                        f"({nbytes} bytes + {self.margin} margin); waiting for space"
-                    )
+            elif home is not None and self.available(home) >= need:
                 dest = home
             else:
-                room = {d: self.available(d) for d in self.destdirs}
+                # Elsewhere, the whole item is needed: on another filesystem.
+                candidates = [
+                    d
+                    for d in self.destdirs
+                    if home is None or self._devices[d] != self._devices[home]
+                ]
+                room = {d: self.available(d) for d in candidates}
                 # Destinations on one filesystem tie on room: then the one
                 # with the fewest items under way, so they still share the work.
-                busy = {d: sum(r.path == d for r in self._reservations) for d in self.destdirs}
-                dest = max(self.destdirs, key=lambda d: (room[d], -busy[d]))
-                if room[dest] < nbytes:
-                    raise DisksFull(
-                        f"no destination has room for {subdir} "
-                        f"({nbytes} bytes + {self.margin} margin); waiting for space"
+                busy = {d: sum(r.path == d for r in self._reservations) for d in candidates}
+                best = max(candidates, key=lambda d: (room[d], -busy[d]), default=None)
+                if best is None or room[best] < nbytes:
+                    what = (
+                        f"{home} has no room for the rest of {subdir} ({need} bytes"
+                        if home is not None
+                        else f"no destination has room for {subdir} ({nbytes} bytes"
                     )
-            reservation = Reservation(dest, self._devices[dest], nbytes, _pool=self)
+                    raise DisksFull(f"{what} + {self.margin} margin); waiting for space")
+                dest, need = best, nbytes
+                if home is not None:
+                    move_from = os.path.join(home, subdir)
+            if subdir and move_from is None:
+                for other in self.destdirs:
+                    if other != dest:
+                        _remove_empty_tree(os.path.join(other, subdir))
+            reservation = Reservation(dest, self._devices[dest], need, _pool=self)
             self._reservations.append(reservation)
-            return reservation
+        if move_from is not None:
+            try:
+                _move_tree(move_from, os.path.join(dest, subdir))
+            except OSError as exc:
+                reservation.release()
+                if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+                    raise DisksFull(f"disk full moving {subdir} to {dest}") from None
+                raise
+        return reservation
 
     def _release(self, reservation: Reservation) -> None:
         with self._lock:
             self._reservations.remove(reservation)
+
+
+def _holds_files(path: str) -> bool:
+    """Whether anything but directories lies below ``path``."""
+    return any(files for _, _, files in os.walk(path))
+
+
+_MOVING = ".iabulk-moving"
+
+
+def _move_tree(src: str, dst: str) -> None:
+    """Move an item's directory to another filesystem, crash-safely.
+
+    Every file is copied beside its target under a temporary name, with its
+    mtime (which marks a verified file), fsynced and renamed into place; the
+    directories are synced, and only then are the originals removed. A crash
+    leaves every file whole in one place or both, and the move is simply
+    done again.
+    """
+    moved: list[str] = []
+    dirs: set[str] = set()
+    for root, _, files in os.walk(src):
+        out = os.path.normpath(os.path.join(dst, os.path.relpath(root, src)))
+        os.makedirs(out, exist_ok=True)
+        dirs.add(out)
+        for name in files:
+            source, target = os.path.join(root, name), os.path.join(out, name)
+            temp = target + _MOVING
+            try:
+                shutil.copyfile(source, temp)
+                shutil.copystat(source, temp)
+                _fsync(temp)
+            except OSError:
+                with contextlib.suppress(OSError):
+                    os.remove(temp)
+                raise
+            os.replace(temp, target)
+            moved.append(source)
+    for d in dirs:
+        _fsync(d)
+    for source in moved:
+        os.remove(source)
+    _remove_empty_tree(src)
+
+
+def _fsync(path: str) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _remove_empty_tree(path: str) -> None:
+    """Remove ``path`` if it holds nothing but empty directories (else leave it)."""
+    if not os.path.isdir(path) or _holds_files(path):
+        return
+    for root, _, _ in os.walk(path, topdown=False):
+        try:
+            os.rmdir(root)
+        except OSError:
+            return

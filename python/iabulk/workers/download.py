@@ -327,7 +327,7 @@ class DownloadWorker(BaseWorker):
     ) -> WorkerResult:
         subdir = "" if self.options.no_directories else identifier
         remaining = sum(f.size or 0 for f in files)
-        reservation = self.disks.reserve(subdir, remaining)
+        reservation = self.disks.reserve(subdir, remaining, lambda root: _present(root, files))
         item = _Item(identifier, os.path.join(reservation.path, subdir), reservation)
         work = _Work(item, deque(files), cancel)
         try:
@@ -610,6 +610,17 @@ def _md5(value: Any) -> str | None:
     if isinstance(value, str) and len(value) == 32:
         return value.lower()
     return None
+
+
+def _present(root: str, files: list[_File]) -> int:
+    """Bytes of ``files`` already under ``root``: whole files and partial ones."""
+    total = 0
+    for f in files:
+        if f.size:
+            path = os.path.join(root, f.name)
+            have = _size_or_zero(path)
+            total += f.size if have == f.size else min(f.size, _size_or_zero(path + PART_SUFFIX))
+    return total
 
 
 def _size_or_zero(path: str) -> int:

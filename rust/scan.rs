@@ -26,7 +26,8 @@ use std::hash::{BuildHasherDefault, Hasher};
 use std::io;
 use std::os::unix::fs::FileExt;
 use std::path::Path;
-use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 
 use crate::bitmap::{Bitmap, MAX_SEQ};
 use crate::idset::{id_hash, IdSet};
@@ -157,6 +158,34 @@ pub fn scan_file(file: Arc<File>, opts: &ScanOptions) -> io::Result<Snapshot> {
     }
 }
 
+/// The ranges scanned so far, folded in file order.
+struct Folding<K> {
+    /// Ranges `0..next`, folded.
+    acc: Option<RangeScan<K>>,
+    next: usize,
+    /// Finished ranges waiting for the ones before them.
+    done: Vec<Option<RangeScan<K>>>,
+    /// A job line appeared in two ranges.
+    duplicate: bool,
+    error: Option<io::Error>,
+}
+
+impl<K: JobKey> Folding<K> {
+    fn add(&mut self, k: usize, part: RangeScan<K>) {
+        self.done[k] = Some(part);
+        while let Some(part) = self.done.get_mut(self.next).and_then(Option::take) {
+            self.next += 1;
+            if self.duplicate {
+                continue; // a sequential rescan follows: drop it
+            }
+            match &mut self.acc {
+                None => self.acc = Some(part),
+                Some(acc) => self.duplicate |= acc.absorb(part),
+            }
+        }
+    }
+}
+
 fn scan_with<K: JobKey>(
     file: Arc<File>,
     size: u64,
@@ -166,49 +195,61 @@ fn scan_with<K: JobKey>(
 ) -> io::Result<Snapshot> {
     let bounds = split(&file, size, ranges)?;
     let n = bounds.len() - 1;
-    let mut parts: Vec<RangeScan<K>> = if n == 1 {
+    // Each thread takes the next range to scan until none is left; a range
+    // that completes the run of finished ranges from the start is folded in
+    // at once, so that only a few ranges' per-seq state is alive at a time.
+    let next = AtomicUsize::new(0);
+    let folding = Mutex::new(Folding::<K> {
+        acc: None,
+        next: 0,
+        done: (0..n).map(|_| None).collect(),
+        duplicate: false,
+        error: None,
+    });
+    let work = || {
         let mut bufs = Buffers::new(opts);
-        vec![scan_range::<K>(
-            &file, bounds[0], bounds[1], opts, &mut bufs,
-        )?]
-    } else {
-        // Each thread takes the next range to scan until none is left.
-        let next = std::sync::atomic::AtomicUsize::new(0);
-        let work = || {
-            let mut done = Vec::new();
-            let mut bufs = Buffers::new(opts);
-            loop {
-                let k = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                if k >= n {
-                    return done;
+        loop {
+            let k = next.fetch_add(1, Ordering::Relaxed);
+            if k >= n {
+                return;
+            }
+            let part = scan_range::<K>(&file, bounds[k], bounds[k + 1], opts, &mut bufs);
+            let mut f = folding.lock().unwrap_or_else(|e| e.into_inner());
+            match part {
+                Ok(part) => {
+                    f.add(k, part);
+                    if f.duplicate {
+                        next.store(n, Ordering::Relaxed); // a rescan follows
+                    }
                 }
-                let part = scan_range::<K>(&file, bounds[k], bounds[k + 1], opts, &mut bufs);
-                done.push((k, part));
+                Err(e) => {
+                    f.error.get_or_insert(e);
+                    next.store(n, Ordering::Relaxed); // stop the others early
+                }
             }
-        };
-        let mut results: Vec<(usize, io::Result<RangeScan<K>>)> = std::thread::scope(|s| {
-            let handles: Vec<_> = (1..threads.min(n)).map(|_| s.spawn(work)).collect();
-            let mut all = work();
-            for h in handles {
-                all.extend(h.join().unwrap_or_else(|p| std::panic::resume_unwind(p)));
-            }
-            all
-        });
-        results.sort_by_key(|(k, _)| *k);
-        results
-            .into_iter()
-            .map(|(_, r)| r)
-            .collect::<io::Result<Vec<_>>>()?
-    };
-    let mut acc = parts.remove(0);
-    for later in parts {
-        if acc.absorb(later) {
-            // A job line duplicated across ranges: only a sequential pass
-            // knows which of its fields to ignore.
-            drop(acc);
-            return scan_with::<K>(file, size, 1, 1, opts);
         }
+    };
+    if threads.min(n) <= 1 {
+        work();
+    } else {
+        std::thread::scope(|s| {
+            let helpers: Vec<_> = (1..threads.min(n)).map(|_| s.spawn(work)).collect();
+            work();
+            for h in helpers {
+                h.join().unwrap_or_else(|p| std::panic::resume_unwind(p));
+            }
+        });
     }
+    let f = folding.into_inner().unwrap_or_else(|e| e.into_inner());
+    if let Some(e) = f.error {
+        return Err(e);
+    }
+    if f.duplicate {
+        // A job line duplicated across ranges: only a sequential pass knows
+        // which of its fields to ignore.
+        return scan_with::<K>(file, size, 1, 1, opts);
+    }
+    let acc = f.acc.unwrap_or_else(|| RangeScan::new(opts.collect_ids, 0));
     Ok(acc.finish(file, size))
 }
 

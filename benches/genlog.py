@@ -101,7 +101,8 @@ def write_resolve(w: Writer, jobs: int, clock: Clock) -> None:
     )
     for lo in range(1, jobs + 1, CHUNK):
         out.extend(
-            f'{{"event":"job","seq":{s},"id":"{COLLECTIONS[s % 5]}-{s:08d}","op":"download","ts":"{clock(s)}"}}\n'
+            f'{{"event":"job","seq":{s},"id":"{COLLECTIONS[s % 5]}-{s:08d}",'
+            f'"op":"download","ts":"{clock(s)}"}}\n'
             for s in range(lo, min(lo + CHUNK, jobs + 1))
         )
         w.flush()
@@ -134,7 +135,7 @@ class Session:
         self.in_flight.append((seq, worker, attempt))
 
     def finish(self, seq: int, worker: int, attempt: int) -> int:
-        """The terminal event of ``seq``'s attempt number ``attempt`` (0 = first); its worker is free."""
+        """The terminal event of attempt ``attempt`` (0 = first) of ``seq``; frees its worker."""
         r = self.rng.random()
         ts = self.clock(self.events)
         stats = self.w.stats

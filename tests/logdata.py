@@ -117,7 +117,7 @@ BAD_SEQS = st.sampled_from(
 
 TEXT = st.text(
     st.one_of(
-        st.sampled_from(list('ae"\\/\té\u2028\x7f{}:,') + ["\u00e9", "\U0001f600", "\x00", "\n"]),
+        st.sampled_from([*list('ae"\\/\té\u2028\x7f{}:,'), "é", "😀", "\x00", "\n"]),
         st.characters(blacklist_categories=("Cs",)),
     ),
     max_size=30,
@@ -170,7 +170,7 @@ STYLES = st.builds(
 def record_pairs(draw: st.DrawFn) -> list[tuple[str, Any]]:
     """A record of a known or unknown kind, mostly well-formed, keys in any order."""
     if draw(st.integers(0, 9)):
-        kind = draw(st.sampled_from(KINDS + ["job", "completed", "failed", "checkpoint"]))
+        kind = draw(st.sampled_from([*KINDS, "job", "completed", "failed", "checkpoint"]))
     else:
         kind = draw(st.sampled_from(["JOB", "", 3, None, Raw("missing")]))
     pairs: list[tuple[str, Any]] = []
@@ -218,28 +218,30 @@ def well_formed_line(draw: st.DrawFn) -> bytes:
 
 
 CORRUPT = [
-        b"[1]", b'"x"', b"3", b"null", b"true", b"{}{}", b'{"event":"job"} x', b"{", b"}",
-        b'{"event":"job","seq":1,"id":"a",}', b"{'event':'job'}", b'{event:"job"}',
-        b'{"event":"completed","seq":1,"extra":{"item_size":NaN}}',
-        b'{"event":"completed","seq":1,"x":Infinity}', b'{"event":"completed","seq":1,"x":-Infinity}',
-        b'{"event":"completed","seq":1,"x":"\\ud800"}', b'{"event":"completed","seq":1,"x":"\\udc00\\ud800"}',
-        b'{"event":"checkpoint","x":"\\ud83d\\u0041"}', b'{"event":"completed","seq":1,"\\udfff":1}',
-        b'{"event":"completed","seq":1,"x":"\\ud800","x":1}',
-        b'{"event":"completed","seq":1,"x":"\xff"}', b'{"event":"completed","seq":1,"x":"\xc3"}',
-        b'{"event":"completed","seq":1,"x":"\xc0\xaf"}', b'{"event":"completed","seq":1,"x":"\xed\xa0\x80"}',
-        b'{"event":"completed","seq":1,"x":"\xf4\x90\x80\x80"}', b"\xef\xbb\xbf{}",
-        b'{"event":"completed","seq":1,"x":"a\tb"}', b'{"event":"completed","seq":1,"x":"\\x"}',
-        b'{"event":"completed","seq":1,"x":"\\u12"}', b'{"event":"completed","seq":01}',
-        b'{"event":"completed","seq":1,"x":+1}', b'{"event":"completed","seq":1,"x":.5}',
-        b'{"event":"completed","seq":1,"x":1.}', b'{"event":"completed","seq":1,"x":-}',
-        b'{"event":"completed","seq":1,"x":tru}', b'{"event":"completed","seq":1,"x":[1,]}',
-        b'{"event":"completed","seq":1 "x":1}', b'{"event":"completed" "seq":1}',
-        b'{"event":"completed","seq":1,"x":"unterminated}', b'{"event":"completed","seq":1,:1}',
-        b'{"event":"completed","seq":1,"x":"\x00"}', b'{"event":"completed","seq":1,"x":\x00}',
-        b'\x00{"event":"completed","seq":1}', b'{"event":"completed","seq":1}\x00',
-        b'{"event":"completed","seq":1,"x":1e}', b'{"event":"completed","seq":1,"x":0x10}',
-        b'{"event":"completed","seq":1}\x0c', b'\x0b{"event":"completed","seq":1}',
-        b'{"event":"completed","seq":1,"x":"\xe2\x80"}',
+    b"[1]", b'"x"', b"3", b"null", b"true", b"{}{}", b'{"event":"job"} x', b"{", b"}",
+    b'{"event":"job","seq":1,"id":"a",}', b"{'event':'job'}", b'{event:"job"}',
+    b'{"event":"completed","seq":1,"extra":{"item_size":NaN}}',
+    b'{"event":"completed","seq":1,"x":Infinity}', b'{"event":"completed","seq":1,"x":-Infinity}',
+    b'{"event":"completed","seq":1,"x":"\\ud800"}',
+    b'{"event":"completed","seq":1,"x":"\\udc00\\ud800"}',
+    b'{"event":"checkpoint","x":"\\ud83d\\u0041"}', b'{"event":"completed","seq":1,"\\udfff":1}',
+    b'{"event":"completed","seq":1,"x":"\\ud800","x":1}',
+    b'{"event":"completed","seq":1,"x":"\xff"}', b'{"event":"completed","seq":1,"x":"\xc3"}',
+    b'{"event":"completed","seq":1,"x":"\xc0\xaf"}',
+    b'{"event":"completed","seq":1,"x":"\xed\xa0\x80"}',
+    b'{"event":"completed","seq":1,"x":"\xf4\x90\x80\x80"}', b"\xef\xbb\xbf{}",
+    b'{"event":"completed","seq":1,"x":"a\tb"}', b'{"event":"completed","seq":1,"x":"\\x"}',
+    b'{"event":"completed","seq":1,"x":"\\u12"}', b'{"event":"completed","seq":01}',
+    b'{"event":"completed","seq":1,"x":+1}', b'{"event":"completed","seq":1,"x":.5}',
+    b'{"event":"completed","seq":1,"x":1.}', b'{"event":"completed","seq":1,"x":-}',
+    b'{"event":"completed","seq":1,"x":tru}', b'{"event":"completed","seq":1,"x":[1,]}',
+    b'{"event":"completed","seq":1 "x":1}', b'{"event":"completed" "seq":1}',
+    b'{"event":"completed","seq":1,"x":"unterminated}', b'{"event":"completed","seq":1,:1}',
+    b'{"event":"completed","seq":1,"x":"\x00"}', b'{"event":"completed","seq":1,"x":\x00}',
+    b'\x00{"event":"completed","seq":1}', b'{"event":"completed","seq":1}\x00',
+    b'{"event":"completed","seq":1,"x":1e}', b'{"event":"completed","seq":1,"x":0x10}',
+    b'{"event":"completed","seq":1}\x0c', b'\x0b{"event":"completed","seq":1}',
+    b'{"event":"completed","seq":1,"x":"\xe2\x80"}',
 ]  # fmt: skip
 CORRUPT_LINES = st.sampled_from(CORRUPT)
 BLANK_LINES = st.sampled_from([b"", b" ", b"\t", b"\r", b" \t \r"])
@@ -280,28 +282,48 @@ def corrupted(draw: st.DrawFn, good: st.SearchStrategy[bytes]) -> bytes:
 
 
 PLAIN_IDS = st.text(st.sampled_from("abcxyz-_.:/ {}[],"), max_size=20)
+NUMBER_TEXT = st.one_of(
+    st.from_regex(r"-?(0|[1-9][0-9]{0,24})(\.[0-9]{1,5})?([eE][+-]?[0-9]{1,3})?", fullmatch=True),
+    st.from_regex(r"[-+]?[0-9]{0,3}\.?[0-9]{0,3}[eE]?[-+]?[0-9]{0,2}", fullmatch=True),  # often bad
+    st.integers(0, 2**64 + 5).map(str),
+)
 
 
 @st.composite
 def plain_line(draw: st.DrawFn) -> bytes:
     """A short, plain ASCII line (no escapes), the shape most lines have."""
     kind = draw(st.sampled_from(["job", "started", "completed", "failed", "requeued", "x"]))
-    pairs: list[tuple[str, Any]] = [("event", kind), ("seq", draw(GOOD_SEQS))]
+    seq = draw(st.one_of(GOOD_SEQS, GOOD_SEQS, NUMBER_TEXT.map(Raw)))
+    pairs: list[tuple[str, Any]] = [("event", kind), ("seq", seq)]
     if kind == "job":
         pairs.append(("id", draw(PLAIN_IDS)))
     if kind == "failed":
         pairs += [("error", draw(PLAIN_IDS)), ("retry", draw(st.sampled_from([1, False, True])))]
     if kind == "completed" and draw(st.booleans()):
-        pairs.append(("extra", {"item_size": draw(st.integers(0, 10**6))}))
+        size = draw(st.one_of(st.integers(0, 10**6), NUMBER_TEXT.map(Raw)))
+        pairs.append(("extra", {"item_size": size}))
+    if draw(st.integers(0, 3)) == 0:
+        pairs.append(("n", Raw(draw(NUMBER_TEXT))))
     if draw(st.booleans()):
         pairs.append(("ts", draw(PLAIN_IDS)))
     pairs = draw(st.permutations(pairs))
     return line(pairs, draw(st.sampled_from([COMPACT, Style(space=" ")])))
 
 
+@st.composite
+def plain_line_near_128(draw: st.DrawFn) -> bytes:
+    """A plain line padded to 100-150 bytes: either side of the scanner's 128-byte fast path."""
+    base = draw(plain_line())
+    target = draw(st.integers(100, 150))
+    room = target - len(base) - len(b',"pad":""')
+    if room < 0 or not base.endswith(b"}"):
+        return base
+    return base[:-1] + b',"pad":"' + b"p" * room + b'"}'
+
+
 def any_line() -> st.SearchStrategy[bytes]:
     good = well_formed_line()
-    plain = plain_line()
+    plain = st.one_of(plain_line(), plain_line_near_128())
     return st.one_of(
         good, good, good, good, plain, plain, CORRUPT_LINES, BLANK_LINES,
         corrupted(good), corrupted(plain), corrupted(plain),

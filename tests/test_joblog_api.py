@@ -1,4 +1,4 @@
-"""The ``JobLog`` API from Python: the upstream method names and meanings, plus the appender's promises."""
+"""The ``JobLog`` API from Python: upstream method names and meanings, appender promises."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import threading
 from pathlib import Path
 
 import pytest
-from iabulk._native import MAX_SEQ, Bitmap, IdSet
+from iabulk._native import MAX_SEQ, Bitmap, IdSet, scan
 from iabulk.joblog import JobLog
 
 TS = re.compile(r"^\d{8}T\d{6}Z$")
@@ -162,6 +162,11 @@ def test_missing_log_reads_as_empty_and_is_not_created(tmp_path: Path) -> None:
     assert (loaded["max_seq"], len(loaded["pending"]), len(loaded["bitmap"])) == (0, 0, 0)
     assert list(log.iter_pending_jobs()) == []
     assert not path.exists()
+
+
+def test_scan_of_a_missing_path_is_file_not_found(tmp_path: Path) -> None:
+    with pytest.raises(FileNotFoundError):
+        scan(str(tmp_path / "missing.jsonl"))
 
 
 def test_unreadable_path_raises_oserror(tmp_path: Path) -> None:

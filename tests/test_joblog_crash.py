@@ -1,4 +1,4 @@
-"""``kill -9`` and power cuts: an acknowledged line survives, and the next append is never glued to a fragment.
+"""``kill -9`` and power cuts: acknowledged lines survive, no append is glued to a fragment.
 
 Each round, a child process appends ``completed`` lines in a tight loop through
 ``JobLog.write_event`` and prints each seq after the call returns (the

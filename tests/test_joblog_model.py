@@ -6,6 +6,8 @@ semantics); and differential tests, where hypothesis writes logs full of odd
 spellings and corruption and the scan must report exactly what the model does.
 """
 
+# ruff: noqa: E501  (the tables of cases read one case per line)
+
 from __future__ import annotations
 
 import atexit

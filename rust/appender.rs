@@ -326,7 +326,13 @@ impl Appender {
             return Ok(());
         }
         let file = st.file.clone().ok_or_else(closed)?;
-        let before = file.metadata()?.len();
+        let before = match file.metadata() {
+            Ok(m) => m.len(),
+            Err(e) => {
+                st.queue.truncate(undo);
+                return Err(e);
+            }
+        };
         match (&*file).write_all(&st.queue) {
             Ok(()) => {
                 st.queue.clear();

@@ -153,7 +153,8 @@ fn parse_with<'a, const PLAIN: bool, const WS: bool>(
     let mut p = Parser::<PLAIN, WS> {
         b: line,
         i: 0,
-        quotes,
+        lo: quotes as u64,
+        hi: (quotes >> 64) as u64,
     };
     p.skip_ws();
     if p.i == line.len() {
@@ -224,7 +225,8 @@ pub fn validate_value(text: &[u8]) -> bool {
     let mut p = Parser::<false, true> {
         b: text,
         i: 0,
-        quotes: 0,
+        lo: 0,
+        hi: 0,
     };
     p.skip_ws();
     if p.skip_value(0).is_err() {
@@ -391,9 +393,11 @@ enum Num {
 struct Parser<'a, const PLAIN: bool, const WS: bool> {
     b: &'a [u8],
     i: usize,
-    /// When `PLAIN`: the line's quote positions, so that each string's end
-    /// is found from the mask alone.
-    quotes: u128,
+    /// When `PLAIN`: the positions of the line's quotes not consumed yet
+    /// (bytes 0..64 in `lo`, 64..128 in `hi`), so that each string's end is
+    /// found from the mask alone.
+    lo: u64,
+    hi: u64,
 }
 
 /// The quote positions (bit `i` for byte `i`) of a line of at most 128
@@ -637,11 +641,11 @@ impl<'a, const PLAIN: bool, const WS: bool> Parser<'a, PLAIN, WS> {
                     if self.peek() == Some(b'{') {
                         self.extra(&mut f.item_size)?;
                     } else {
-                        self.skip_value(1)?;
+                        self.skip_scalar_or(1)?;
                         f.item_size = Value::Absent;
                     }
                 }
-                Key::Other => self.skip_value(1)?,
+                Key::Other => self.skip_scalar_or(1)?,
             }
             self.skip_ws();
             match self.peek() {
@@ -659,6 +663,7 @@ impl<'a, const PLAIN: bool, const WS: bool> Parser<'a, PLAIN, WS> {
     }
 
     /// The `extra` object (depth 2); writes its last `item_size` to `size`.
+    #[inline(always)]
     fn extra(&mut self, size: &mut Value<'a>) -> R<()> {
         // Depth 2 is always within MAX_DEPTH.
         self.i += 1;
@@ -677,7 +682,7 @@ impl<'a, const PLAIN: bool, const WS: bool> Parser<'a, PLAIN, WS> {
             if key.eq_bytes(b"item_size") {
                 self.value_into(size, 2)?;
             } else {
-                self.skip_value(2)?;
+                self.skip_scalar_or(2)?;
             }
             self.skip_ws();
             match self.peek() {
@@ -712,7 +717,7 @@ impl<'a, const PLAIN: bool, const WS: bool> Parser<'a, PLAIN, WS> {
                 if let Some(n) = self.short_number() {
                     *dest = Value::UInt(n);
                 } else {
-                    *dest = self.number_slow()?;
+                    *dest = self.detour(|p| p.number_slow())?;
                 }
             }
             Some(b'f') => {
@@ -720,14 +725,53 @@ impl<'a, const PLAIN: bool, const WS: bool> Parser<'a, PLAIN, WS> {
                 *dest = Value::False;
             }
             _ => {
-                self.skip_value(depth)?;
+                self.skip_scalar_or(depth)?;
                 *dest = Value::Other;
             }
         }
         Ok(())
     }
 
+    /// Run an out-of-line step on a copy of the parser. The hot path never
+    /// hands out `&mut self`, so the compiler can keep the parser's fields
+    /// in registers; only the copy's address escapes.
+    #[inline(always)]
+    fn detour<T>(&mut self, step: impl FnOnce(&mut Self) -> R<T>) -> R<T> {
+        let mut copy = Parser::<PLAIN, WS> {
+            b: self.b,
+            i: self.i,
+            lo: self.lo,
+            hi: self.hi,
+        };
+        let result = step(&mut copy);
+        self.i = copy.i;
+        self.lo = copy.lo;
+        self.hi = copy.hi;
+        result
+    }
+
+    /// Skip a value inside a container at `depth`: strings, short numbers
+    /// and literals inline, anything else through [`Parser::skip_value`].
+    #[inline(always)]
+    fn skip_scalar_or(&mut self, depth: usize) -> R<()> {
+        match self.peek() {
+            Some(b'"') => {
+                self.i += 1;
+                self.string_end().map(|_| ())
+            }
+            Some(b'1'..=b'9') => match self.short_number() {
+                Some(_) => Ok(()),
+                None => self.detour(|p| p.skip_value(depth)),
+            },
+            Some(b't') => self.literal(b"true"),
+            Some(b'f') => self.literal(b"false"),
+            Some(b'n') => self.literal(b"null"),
+            _ => self.detour(|p| p.skip_value(depth)),
+        }
+    }
+
     /// Validate and skip any value inside a container at `depth`.
+    #[inline(never)]
     fn skip_value(&mut self, depth: usize) -> R<()> {
         match self.peek().ok_or(Malformed)? {
             b'"' => {
@@ -777,7 +821,7 @@ impl<'a, const PLAIN: bool, const WS: bool> Parser<'a, PLAIN, WS> {
         }
     }
 
-    #[inline]
+    #[inline(always)]
     fn literal(&mut self, word: &[u8]) -> R<()> {
         if self.b[self.i..].starts_with(word) {
             self.i += word.len();
@@ -982,12 +1026,24 @@ impl<'a, const PLAIN: bool, const WS: bool> Parser<'a, PLAIN, WS> {
     /// and the next is its closing one.
     #[inline(always)]
     fn closing_quote(&mut self) -> R<usize> {
-        let q = self.quotes & self.quotes.wrapping_sub(1);
-        if q == 0 {
-            return Err(Malformed);
+        self.pop_quote().ok_or(Malformed)?;
+        self.pop_quote().ok_or(Malformed)
+    }
+
+    /// Take the lowest quote left off the mask.
+    #[inline(always)]
+    fn pop_quote(&mut self) -> Option<usize> {
+        if self.lo != 0 {
+            let at = self.lo.trailing_zeros() as usize;
+            self.lo &= self.lo - 1;
+            Some(at)
+        } else if self.hi != 0 {
+            let at = self.hi.trailing_zeros() as usize;
+            self.hi &= self.hi - 1;
+            Some(64 + at)
+        } else {
+            None
         }
-        self.quotes = q & (q - 1);
-        Ok(q.trailing_zeros() as usize)
     }
 
     /// One escape; `self.i` is at the backslash.

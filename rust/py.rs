@@ -182,6 +182,8 @@ impl IdSet {
 #[pyclass(module = "iabulk._native", name = "PendingJobs", frozen)]
 struct PendingJobs {
     inner: pending::PendingJobs,
+    /// The scanned log, for error messages.
+    path: PathBuf,
 }
 
 /// Lines read per GIL release while iterating.
@@ -198,6 +200,7 @@ impl PendingJobs {
         PendingIter {
             reader: self.inner.reader(),
             jobs: self.inner.clone(),
+            path: self.path.clone(),
             batch: Batch::default(),
             pos: 0,
             next: 0,
@@ -216,7 +219,7 @@ impl PendingJobs {
                 let mut out = Vec::new();
                 jobs.line(i as usize, &mut out).map(|()| out)
             })
-            .map_err(|e| os_error(e, Path::new("job log")))?;
+            .map_err(|e| os_error(e, &self.path))?;
         json_loads(py, &line)
     }
 
@@ -235,6 +238,7 @@ impl PendingJobs {
 #[pyclass(module = "iabulk._native")]
 struct PendingIter {
     jobs: pending::PendingJobs,
+    path: PathBuf,
     reader: LineReader,
     batch: Batch,
     /// Next line to hand out from `batch`.
@@ -258,7 +262,7 @@ impl PendingIter {
                 (&self.jobs, &mut self.reader, &mut self.batch, self.next);
             let n = py
                 .detach(|| jobs.fill(reader, from, BATCH_LINES, BATCH_BYTES, batch))
-                .map_err(|e| os_error(e, Path::new("job log")))?;
+                .map_err(|e| os_error(e, &self.path))?;
             self.next += n;
             self.pos = 0;
             if n == 0 {
@@ -365,6 +369,7 @@ fn scan(py: Python<'_>, path: PathBuf, collect_ids: bool) -> PyResult<Snapshot> 
             py,
             PendingJobs {
                 inner: s.pending_jobs,
+                path: path.clone(),
             },
         )?,
         ids: s

@@ -641,8 +641,11 @@ fn strip_cr(line: &[u8]) -> &[u8] {
 /// Large lists ask for transparent huge pages: fewer page faults.
 fn job_buffer<K>(range_bytes: u64) -> Vec<K> {
     let cap = (range_bytes / 32).min(1 << 24) as usize;
-    let v: Vec<K> = Vec::with_capacity(cap);
-    advise_huge(v.as_ptr().cast(), cap * std::mem::size_of::<K>());
+    let mut v: Vec<K> = Vec::new();
+    // Where address space is tight (strict overcommit), grow as needed.
+    if v.try_reserve_exact(cap).is_ok() {
+        advise_huge(v.as_ptr().cast(), cap * std::mem::size_of::<K>());
+    }
     v
 }
 

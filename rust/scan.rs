@@ -1020,16 +1020,13 @@ impl<K: JobKey> RangeScan<K> {
         for list in &mut lists {
             list.retain(|k| !is_done(states.get(k.seq())));
         }
-        lists.retain(|l| !l.is_empty());
-        let mut pending = if lists.len() <= 1 {
-            lists.pop().unwrap_or_default()
-        } else {
-            let mut all = Vec::with_capacity(lists.iter().map(Vec::len).sum());
-            for list in lists {
-                all.extend_from_slice(&list);
-            }
-            all
-        };
+        // Join them in the first list's memory: it was reserved for a whole
+        // range of job lines, so this rarely needs fresh pages.
+        let mut lists = lists.into_iter();
+        let mut pending = lists.next().unwrap_or_default();
+        for list in lists {
+            pending.extend_from_slice(&list);
+        }
         if !jobs_sorted {
             pending.sort_unstable();
         }

@@ -970,67 +970,35 @@ impl<K: JobKey> RangeScan<K> {
             ..
         } = self;
 
-        let (mut total, mut completed, mut failed, mut in_flight) = (0u64, 0u64, 0u64, 0u64);
-        let mut bytes: u128 = 0;
-        let mut big_bytes: Option<Vec<u8>> = None;
-        let mut words = vec![0u64; states.pages.len() * (PAGE / 64)];
-        for (p, page) in states.pages.iter().enumerate() {
-            let Some(page) = page else { continue };
-            let size_page = sizes.pages.get(p).and_then(|s| s.as_deref());
-            for (j, chunk) in page.chunks_exact(64).enumerate() {
-                let mut w = 0u64;
-                for (bit, &s) in chunk.iter().enumerate() {
-                    let job = u64::from(s & HAS_JOB);
-                    let term = s & TERM_MASK;
-                    let done = is_done(s);
-                    total += job;
-                    completed += job & u64::from(term == T_COMPLETED);
-                    failed += job & u64::from(term == T_FAILED);
-                    in_flight += job & u64::from(!done && s & STARTED != 0);
-                    w |= u64::from(done) << bit;
-                    if job != 0 && term == T_COMPLETED {
-                        let k = j * 64 + bit;
-                        let slot = size_page.map_or(0, |sp| sp[k]);
-                        let seq = ((p << PAGE_BITS) | k) as u32;
-                        match sizes.value(seq, slot) {
-                            Ok(n) => bytes += u128::from(n),
-                            Err(digits) => {
-                                let sum = add_decimal(big_bytes.as_deref().unwrap_or(b"0"), digits);
-                                big_bytes = Some(sum);
-                            }
-                        }
-                    }
-                }
-                words[p * (PAGE / 64) + j] = w;
-            }
-        }
-        drop(sizes);
-        let bitmap = Bitmap::from_words(words);
-        let bytes_completed = match big_bytes {
-            None => ByteTotal::Small(bytes),
-            Some(big) => {
-                let sum = add_decimal(&big, bytes.to_string().as_bytes());
-                ByteTotal::Decimal(String::from_utf8_lossy(&sum).into_owned())
-            }
+        // Three independent passes over what the scan gathered; on a big log
+        // they run side by side.
+        let lists: Vec<Vec<K>> = std::iter::once(jobs).chain(more_jobs).collect();
+        let big = lists.iter().map(Vec::len).sum::<usize>() >= 1 << 16;
+        let (tally, pending, ids) = if big {
+            std::thread::scope(|s| {
+                let pending = s.spawn(|| pending_of(lists, &states, jobs_sorted));
+                let ids = collect_ids.then(|| s.spawn(|| id_set(ids)));
+                let tally = tally(&states, &sizes);
+                (tally, join(pending), ids.map(join))
+            })
+        } else {
+            let ids = collect_ids.then(|| id_set(ids));
+            (
+                tally(&states, &sizes),
+                pending_of(lists, &states, jobs_sorted),
+                ids,
+            )
         };
-
-        // The pending jobs: each list keeps its pending entries in its own
-        // memory, then the lists are joined (usually one holds them all).
-        let mut lists: Vec<Vec<K>> = std::iter::once(jobs).chain(more_jobs).collect();
-        for list in &mut lists {
-            list.retain(|k| !is_done(states.get(k.seq())));
-        }
-        // Join them in the first list's memory: it was reserved for a whole
-        // range of job lines, so this rarely needs fresh pages.
-        let mut lists = lists.into_iter();
-        let mut pending = lists.next().unwrap_or_default();
-        for list in lists {
-            pending.extend_from_slice(&list);
-        }
-        if !jobs_sorted {
-            pending.sort_unstable();
-        }
-        pending.shrink_to_fit();
+        drop(sizes);
+        let Tally {
+            total,
+            completed,
+            failed,
+            in_flight,
+            words,
+            bytes_completed,
+        } = tally;
+        let bitmap = Bitmap::from_words(words);
         let pending_jobs = PendingJobs::new(file, K::into_list(pending));
 
         let text = |b: Vec<u8>| {
@@ -1042,12 +1010,6 @@ impl<K: JobKey> RangeScan<K> {
             .map(|(e, n)| (text(e.into_vec()), n))
             .collect();
         errors.sort_unstable_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
-
-        let ids = collect_ids.then(|| {
-            let mut set = IdSet::with_capacity(ids.len());
-            set.extend(ids);
-            set
-        });
 
         Snapshot {
             max_seq: u64::from(max_job_seq),
@@ -1069,6 +1031,99 @@ impl<K: JobKey> RangeScan<K> {
             ids,
         }
     }
+}
+
+/// A scoped thread's result, its panic passed on.
+fn join<T>(h: std::thread::ScopedJoinHandle<'_, T>) -> T {
+    h.join().unwrap_or_else(|p| std::panic::resume_unwind(p))
+}
+
+/// The counts, done bitmap and byte total of the folded per-seq states.
+struct Tally {
+    total: u64,
+    completed: u64,
+    failed: u64,
+    in_flight: u64,
+    words: Vec<u64>,
+    bytes_completed: ByteTotal,
+}
+
+fn tally(states: &States, sizes: &Sizes) -> Tally {
+    let (mut total, mut completed, mut failed, mut in_flight) = (0u64, 0u64, 0u64, 0u64);
+    let mut bytes: u128 = 0;
+    let mut big_bytes: Option<Vec<u8>> = None;
+    let mut words = vec![0u64; states.pages.len() * (PAGE / 64)];
+    for (p, page) in states.pages.iter().enumerate() {
+        let Some(page) = page else { continue };
+        let size_page = sizes.pages.get(p).and_then(|s| s.as_deref());
+        for (j, chunk) in page.chunks_exact(64).enumerate() {
+            let mut w = 0u64;
+            for (bit, &s) in chunk.iter().enumerate() {
+                let job = u64::from(s & HAS_JOB);
+                let term = s & TERM_MASK;
+                let done = is_done(s);
+                total += job;
+                completed += job & u64::from(term == T_COMPLETED);
+                failed += job & u64::from(term == T_FAILED);
+                in_flight += job & u64::from(!done && s & STARTED != 0);
+                w |= u64::from(done) << bit;
+                if job != 0 && term == T_COMPLETED {
+                    let k = j * 64 + bit;
+                    let slot = size_page.map_or(0, |sp| sp[k]);
+                    let seq = ((p << PAGE_BITS) | k) as u32;
+                    match sizes.value(seq, slot) {
+                        Ok(n) => bytes += u128::from(n),
+                        Err(digits) => {
+                            let sum = add_decimal(big_bytes.as_deref().unwrap_or(b"0"), digits);
+                            big_bytes = Some(sum);
+                        }
+                    }
+                }
+            }
+            words[p * (PAGE / 64) + j] = w;
+        }
+    }
+    let bytes_completed = match big_bytes {
+        None => ByteTotal::Small(bytes),
+        Some(big) => {
+            let sum = add_decimal(&big, bytes.to_string().as_bytes());
+            ByteTotal::Decimal(String::from_utf8_lossy(&sum).into_owned())
+        }
+    };
+    Tally {
+        total,
+        completed,
+        failed,
+        in_flight,
+        words,
+        bytes_completed,
+    }
+}
+
+/// The pending entries of the job lists, joined in seq order. Each list
+/// keeps its pending entries in its own memory, then they are joined in the
+/// first list's memory: it was reserved for a whole range of job lines, so
+/// this rarely needs fresh pages.
+fn pending_of<K: JobKey>(lists: Vec<Vec<K>>, states: &States, sorted: bool) -> Vec<K> {
+    let mut lists = lists.into_iter().map(|mut list| {
+        list.retain(|k| !is_done(states.get(k.seq())));
+        list
+    });
+    let mut pending = lists.next().unwrap_or_default();
+    for list in lists {
+        pending.extend_from_slice(&list);
+    }
+    if !sorted {
+        pending.sort_unstable();
+    }
+    pending.shrink_to_fit();
+    pending
+}
+
+fn id_set(hashes: Vec<u128>) -> IdSet {
+    let mut set = IdSet::with_capacity(hashes.len());
+    set.extend(hashes);
+    set
 }
 
 #[cfg(test)]
@@ -1690,6 +1745,44 @@ mod tests {
         for threads in 2..6 {
             let s = scan_file(file_with(text.as_bytes()), &opts(threads, 5)).unwrap();
             assert_eq!(s, reference);
+        }
+    }
+
+    #[test]
+    fn big_logs_finish_in_parallel() {
+        // Enough job lines for the final passes to run side by side.
+        let n = 70_000u64;
+        let mut text = String::new();
+        for seq in 1..=n {
+            text += &format!("{{\"event\":\"job\",\"seq\":{seq},\"id\":\"item-{seq}\"}}\n");
+        }
+        let (mut completed, mut failed, mut bytes) = (0, 0, 0u128);
+        for seq in 1..=n {
+            if seq % 3 == 0 {
+                text += &format!(
+                    "{{\"event\":\"completed\",\"seq\":{seq},\"extra\":{{\"item_size\":{}}}}}\n",
+                    seq * 1000
+                );
+                completed += 1;
+                bytes += u128::from(seq * 1000);
+            } else if seq % 5 == 0 {
+                text += &format!("{{\"event\":\"failed\",\"seq\":{seq},\"retry\":false}}\n");
+                failed += 1;
+            }
+        }
+        for threads in [1, 2, 3] {
+            let mut o = opts(threads, 1 << 16);
+            o.min_range_bytes = 1 << 16;
+            let s = scan_file(file_with(text.as_bytes()), &o).unwrap();
+            assert_eq!((s.total, s.completed, s.failed), (n, completed, failed));
+            assert_eq!(s.pending, n - completed - failed);
+            assert_eq!(s.pending_jobs.len() as u64, s.pending);
+            assert_eq!(s.bytes_completed, ByteTotal::Small(bytes));
+            assert_eq!(s.bitmap.len(), completed + failed);
+            assert_eq!(s.ids.as_ref().map(|i| i.len()), Some(n as usize));
+            let seqs = s.pending_jobs.seqs();
+            assert!(seqs.windows(2).all(|w| w[0] < w[1]));
+            assert_eq!(seqs[0], 1);
         }
     }
 

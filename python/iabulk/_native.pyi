@@ -174,3 +174,55 @@ class Appender:
 
     def close(self) -> None:
         """Sync, release the lock, close. Idempotent."""
+
+@final
+class JobList:
+    """Lazy sequence of job lines (dicts), in seq order, read when reached.
+
+    The same mechanism as :class:`PendingJobs`, for other selections
+    (the completed jobs, the permanently failed jobs).
+    """
+
+    def __len__(self) -> int: ...
+    def __iter__(self) -> Iterator[dict[str, Any]]: ...
+    def __getitem__(self, index: int) -> dict[str, Any]: ...
+    def seqs(self) -> list[int]: ...
+
+def analyze(path: str, bucket_seconds: int = 60) -> dict[str, Any]:
+    """Everything the job log says about a run, in one pass (every core if it pays).
+
+    Same line rules as :func:`scan`. Returns plain Python values:
+
+    * ``counts``: ``{"total", "completed", "failed", "pending", "in_flight",
+      "malformed"}``, exactly as :class:`Snapshot` counts them.
+    * ``bytes_completed`` (as :class:`Snapshot`), ``files_completed``: the sum
+      of ``extra.files`` (a non-negative integer) over the same completions.
+    * ``first_ts``, ``last_ts``: as :class:`Snapshot`.
+    * ``throughput``: ``[{"start": ts, "items": n, "bytes": b}, …]``, one
+      bucket per ``bucket_seconds`` of the ``ts`` of counted ``completed``
+      events (``ts`` parsed as UTC ``%Y%m%dT%H%M%SZ``; completions without a
+      parsable ts are left out of the buckets), sorted by start, with empty
+      buckets between the first and last included; ``start`` is formatted
+      like ``ts``.
+    * ``durations``: seconds from a job's last ``started`` to its counted
+      ``completed`` (both with parsable ts, difference ≥ 0):
+      ``{"count", "p50", "p90", "p99", "max"}`` (nearest-rank percentiles,
+      ``None`` when count is 0).
+    * ``retries``: ``{n: jobs}`` over jobs that are done (completed or failed
+      permanently): ``n`` = their ``failed`` events that were not permanent.
+      Keys are ints.
+    * ``workers``: ``{worker: {"completed": n, "bytes": b}}``: the integer
+      ``worker`` of the last ``started`` before each counted completion
+      (completions without one count under ``None``).
+    * ``disks``: ``{disk: {"completed": n, "bytes": b}}`` from the string
+      ``extra.disk`` of counted completions.
+    * ``errors``: ``[{"cause", "count", "examples"}, …]`` over all ``failed``
+      events with a string ``error``: ``cause`` is the message normalised
+      (the failing job's own id replaced by ``<id>``; host names — words with
+      a dot and a letter-only last label, such as ``ia801234.us.archive.org``
+      — by ``<host>``; runs of digits by ``N``, except a 3-digit number right
+      after ``HTTP `` which stays); ``examples`` holds up to 3 distinct ids in
+      order of first appearance; most frequent first, ties by cause.
+    * ``failed_jobs``, ``completed_jobs``: :class:`JobList` of the jobs whose
+      final state is a permanent failure / completed.
+    """

@@ -4,21 +4,26 @@
 //! Python by `tests/model.py`). How the pass is made fast and lean:
 //!
 //! * The file is read with `pread` into one reused block per thread (never
-//!   mapped: touched mapped pages would count as resident memory), and lines
-//!   are found with `memchr`.
-//! * Large files are split into ranges at line boundaries, scanned on
-//!   threads. Each range keeps a compact state per seq (one byte: job seen,
-//!   last terminal kind, started since), folded in file order afterwards: a
-//!   later range's terminal event wins, started flags combine, so the fold is
-//!   associative and the result does not depend on where the ranges were cut.
-//!   The one thing a range cannot decide alone is whether its job line for a
-//!   seq is a duplicate of a job line in an earlier range; when the fold
-//!   finds such a duplicate (only in a damaged log) the whole file is scanned
-//!   again on one thread, which is exact by construction.
+//!   mapped: touched mapped pages would count as resident memory); the
+//!   newlines of each block are found as a bitmap (SSE2), and each line goes
+//!   to the validating parser in [`crate::json`].
+//! * Large files are split into ranges at line boundaries (a few per
+//!   thread); threads take the next range when done with one, so ranges of
+//!   unequal cost still keep every thread busy. Each range keeps a compact
+//!   state per seq (one byte: job seen, last terminal kind, started since)
+//!   plus the item size of its last completion, folded in file order: a later
+//!   range's terminal event (and its size) wins, started flags combine, so
+//!   the fold is associative and the result does not depend on where the
+//!   ranges were cut. A range is folded as soon as all ranges before it are,
+//!   so only a few ranges' state is alive at a time.
+//! * The one thing a range cannot decide alone is whether its job line for a
+//!   seq duplicates a job line in an earlier range; when the fold finds such
+//!   a duplicate (only in a damaged log) the whole file is scanned again on
+//!   one thread, which is exact by construction.
 //! * Job lines are kept as one packed integer (seq, offset) each, in file
-//!   order; after the fold only the pending ones are kept, already in seq
-//!   order when job lines were written with increasing seqs (they are),
-//!   sorted otherwise.
+//!   order, in memory reserved up front; at the end only the pending ones
+//!   are kept (in the same memory), already in seq order when job lines were
+//!   written with increasing seqs (they are), sorted otherwise.
 
 use std::collections::HashMap;
 use std::fs::File;

@@ -1,60 +1,103 @@
-"""Turning snapshots of one or more job logs into a status report.
+"""`iabulk status`: what one or more job logs say, at a glance or in full.
 
-Several logs (the shards of one run, or successive runs) are merged by
-adding their counts; timestamps take the earliest first and latest last.
+The figures come from :func:`iabulk._native.analyze`, one pass per log in
+Rust. Several logs (the shards of one run) are merged here: counts, bytes,
+throughput buckets, retries, workers, disks and error causes add up;
+duration percentiles cannot be merged from summaries, so a merged report
+gives each log's own next to the overall count and maximum.
 """
 
 from __future__ import annotations
 
-from collections import Counter
+from collections import Counter, defaultdict
 from collections.abc import Sequence
-from dataclasses import dataclass, field
 from typing import Any
 
-from iabulk._native import Snapshot
 from iabulk.ui import human_bytes
 
-__all__ = ["Summary", "merge_snapshots", "render_status", "status_json"]
+__all__ = ["merge_analytics", "render_status", "eta_seconds", "TOP_CAUSES"]
 
-TOP_ERRORS = 5
-
-
-@dataclass
-class Summary:
-    """The figures of one or more job logs."""
-
-    total: int = 0
-    completed: int = 0
-    failed: int = 0
-    pending: int = 0
-    in_flight: int = 0
-    malformed: int = 0
-    bytes_completed: int = 0
-    first_ts: str | None = None
-    last_ts: str | None = None
-    errors: Counter[str] = field(default_factory=Counter)
+TOP_CAUSES = 5
+RECENT_BUCKETS = 10
+"""The rate behind the ETA: the last ten one-minute buckets of completions."""
 
 
-def merge_snapshots(snapshots: Sequence[Snapshot]) -> Summary:
-    summary = Summary()
-    for snap in snapshots:
-        summary.total += snap.total
-        summary.completed += snap.completed
-        summary.failed += snap.failed
-        summary.pending += snap.pending
-        summary.in_flight += snap.in_flight
-        summary.malformed += snap.malformed
-        summary.bytes_completed += snap.bytes_completed
-        if snap.first_ts and (summary.first_ts is None or snap.first_ts < summary.first_ts):
-            summary.first_ts = snap.first_ts
-        if snap.last_ts and (summary.last_ts is None or snap.last_ts > summary.last_ts):
-            summary.last_ts = snap.last_ts
-        summary.errors.update(dict(snap.errors))
-    return summary
+def merge_analytics(reports: Sequence[dict[str, Any]], paths: Sequence[str]) -> dict[str, Any]:
+    """One report for several logs (the single-log report is returned as it is)."""
+    if len(reports) == 1:
+        return {"joblogs": list(paths), **reports[0]}
+    counts: Counter[str] = Counter()
+    throughput: dict[str, list[int]] = defaultdict(lambda: [0, 0])
+    retries: Counter[int] = Counter()
+    workers: dict[str, dict[str, int]] = defaultdict(lambda: {"completed": 0, "bytes": 0})
+    disks: dict[str, dict[str, int]] = defaultdict(lambda: {"completed": 0, "bytes": 0})
+    causes: dict[str, dict[str, Any]] = {}
+    for report in reports:
+        counts.update(report["counts"])
+        for bucket in report["throughput"]:
+            throughput[bucket["start"]][0] += bucket["items"]
+            throughput[bucket["start"]][1] += bucket["bytes"]
+        retries.update(report["retries"])
+        for name, figures in report["workers"].items():
+            workers[str(name)]["completed"] += figures["completed"]
+            workers[str(name)]["bytes"] += figures["bytes"]
+        for name, figures in report["disks"].items():
+            disks[name]["completed"] += figures["completed"]
+            disks[name]["bytes"] += figures["bytes"]
+        for error in report["errors"]:
+            merged = causes.setdefault(error["cause"], {"count": 0, "examples": []})
+            merged["count"] += error["count"]
+            merged["examples"] = (merged["examples"] + error["examples"])[:3]
+    stamps = [r[k] for r in reports for k in ("first_ts", "last_ts") if r[k]]
+    durations = [r["durations"] for r in reports]
+    return {
+        "joblogs": list(paths),
+        "counts": dict(counts),
+        "bytes_completed": sum(r["bytes_completed"] for r in reports),
+        "files_completed": sum(r["files_completed"] for r in reports),
+        "first_ts": min(stamps) if stamps else None,
+        "last_ts": max(stamps) if stamps else None,
+        "throughput": [
+            {"start": start, "items": items, "bytes": nbytes}
+            for start, (items, nbytes) in sorted(throughput.items())
+        ],
+        "durations": {
+            "count": sum(d["count"] for d in durations),
+            "max": max((d["max"] for d in durations if d["max"] is not None), default=None),
+            "per_log": durations,
+        },
+        "retries": dict(sorted(retries.items())),
+        "workers": dict(workers),
+        "disks": dict(disks),
+        "errors": [
+            {"cause": cause, **figures}
+            for cause, figures in sorted(causes.items(), key=lambda kv: (-kv[1]["count"], kv[0]))
+        ],
+    }
 
 
-def _top_errors(summary: Summary) -> list[tuple[str, int]]:
-    return sorted(summary.errors.items(), key=lambda kv: (-kv[1], kv[0]))[:TOP_ERRORS]
+def eta_seconds(report: dict[str, Any]) -> float | None:
+    """Seconds to finish the pending jobs at the recent completion rate."""
+    recent = report["throughput"][-RECENT_BUCKETS:]
+    items = sum(b["items"] for b in recent)
+    if not recent or not items:
+        return None
+    span = len(recent) * 60.0
+    return report["counts"]["pending"] * span / items
+
+
+def _duration(seconds: float | None) -> str:
+    if seconds is None:
+        return "-"
+    seconds = int(seconds)
+    days, rest = divmod(seconds, 86400)
+    hours, rest = divmod(rest, 3600)
+    minutes, secs = divmod(rest, 60)
+    if days:
+        return f"{days}d {hours}h"
+    if hours:
+        return f"{hours}h {minutes:02d}m"
+    return f"{minutes}m {secs:02d}s" if minutes else f"{secs}s"
 
 
 def _pretty_ts(ts: str | None) -> str:
@@ -67,39 +110,49 @@ def _pct(part: int, whole: int) -> str:
     return f"{100.0 * part / whole:5.1f}%" if whole else "    -"
 
 
-def render_status(summary: Summary, paths: Sequence[str]) -> str:
+def render_status(report: dict[str, Any]) -> str:
+    """The human report: progress and ETA, failures by cause, disks and workers."""
+    paths = report["joblogs"]
+    c = report["counts"]
+    total = c["total"]
     name = paths[0] if len(paths) == 1 else f"{len(paths)} job logs"
-    s = summary
+    recent = report["throughput"][-RECENT_BUCKETS:]
+    rate_items = sum(b["items"] for b in recent) / (len(recent) * 60.0) if recent else 0.0
+    rate_bytes = sum(b["bytes"] for b in recent) / (len(recent) * 60.0) if recent else 0.0
+    done = c["completed"] + c["failed"]
     lines = [
-        f"{name}: {s.total:,} jobs",
-        f"  completed  {s.completed:>12,}  {_pct(s.completed, s.total)}",
-        f"  failed     {s.failed:>12,}  {_pct(s.failed, s.total)}",
-        f"  pending    {s.pending:>12,}  {_pct(s.pending, s.total)}"
-        + (f"  ({s.in_flight:,} cut short while running)" if s.in_flight else ""),
-        f"  downloaded {human_bytes(s.bytes_completed):>12}",
-        f"  first      {_pretty_ts(s.first_ts)}   last {_pretty_ts(s.last_ts)}",
+        f"{name}: {done:,}/{total:,} jobs done ({_pct(done, total).strip()})"
+        + (f", ETA {_duration(eta_seconds(report))}" if c["pending"] else ""),
+        f"  completed  {c['completed']:>12,}  {_pct(c['completed'], total)}"
+        f"   {human_bytes(report['bytes_completed'])} in {report['files_completed']:,} files",
+        f"  failed     {c['failed']:>12,}  {_pct(c['failed'], total)}",
+        f"  pending    {c['pending']:>12,}  {_pct(c['pending'], total)}"
+        + (f"  ({c['in_flight']:,} cut short while running)" if c["in_flight"] else ""),
+        f"  recent     {rate_items * 60:>12,.1f}  items/min, {human_bytes(rate_bytes)}/s",
+        f"  first      {_pretty_ts(report['first_ts'])}   last {_pretty_ts(report['last_ts'])}",
     ]
-    if s.malformed:
-        lines.append(f"  malformed  {s.malformed:>12,}  line(s) skipped")
-    top = _top_errors(s)
-    if top:
-        lines.append("  errors (all attempts):")
-        lines.extend(f"    {count:>10,}  {message}" for message, count in top)
+    durations = report["durations"]
+    if durations.get("p50") is not None:
+        lines.append(
+            f"  per job    p50 {_duration(durations['p50'])}, p90 {_duration(durations['p90'])}, "
+            f"p99 {_duration(durations['p99'])}, max {_duration(durations['max'])}"
+        )
+    if c["malformed"]:
+        lines.append(f"  malformed  {c['malformed']:>12,}  line(s) skipped")
+    retried = {n: jobs for n, jobs in report["retries"].items() if int(n) > 0}
+    if retried:
+        lines.append("  retried    " + ", ".join(
+            f"{jobs:,} job(s) {n}×" for n, jobs in sorted(retried.items(), key=lambda kv: int(kv[0]))
+        ))
+    if report["errors"]:
+        lines.append("  failures by cause (all attempts):")
+        for error in report["errors"][:TOP_CAUSES]:
+            examples = ", ".join(error["examples"])
+            lines.append(f"    {error['count']:>10,}  {error['cause']}   e.g. {examples}")
+    disks = report["disks"]
+    if len(disks) > 1:
+        slowest = min(disks.items(), key=lambda kv: kv[1]["bytes"])
+        lines.append("  disks      " + ", ".join(
+            f"{d} {human_bytes(f['bytes'])}" for d, f in sorted(disks.items())
+        ) + f"   (least written: {slowest[0]})")
     return "\n".join(lines)
-
-
-def status_json(summary: Summary, paths: Sequence[str]) -> dict[str, Any]:
-    s = summary
-    return {
-        "joblogs": list(paths),
-        "total": s.total,
-        "completed": s.completed,
-        "failed": s.failed,
-        "pending": s.pending,
-        "in_flight": s.in_flight,
-        "malformed": s.malformed,
-        "bytes_completed": s.bytes_completed,
-        "first_ts": s.first_ts,
-        "last_ts": s.last_ts,
-        "errors": [{"error": m, "count": c} for m, c in _top_errors(s)],
-    }

@@ -22,7 +22,9 @@ OUT = ROOT / "demo-out"
 
 def start_standin() -> tuple[subprocess.Popen[str], dict[str, str]]:
     proc = subprocess.Popen(
-        [sys.executable, "-m", "tests.standin", "--preset", "demo", "--port", "0"],
+        # Each response is throttled to 1 MB/s, so the run lasts long enough to watch.
+        [sys.executable, "-m", "tests.standin", "--preset", "demo", "--port", "0",
+         "--faults", "bandwidth=1M"],
         cwd=ROOT,
         stdout=subprocess.PIPE,
         text=True,

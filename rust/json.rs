@@ -350,6 +350,9 @@ fn word_at(b: &[u8], at: usize) -> Option<u64> {
     }
 }
 
+/// The most digits Python converts to an int by default (`sys.get_int_max_str_digits()`).
+const PYTHON_INT_DIGITS: usize = 4300;
+
 /// How many ASCII digits the word `w` starts with (0..=8).
 #[inline(always)]
 fn digit_run_word(w: u64) -> usize {
@@ -897,11 +900,13 @@ impl<'a, const PLAIN: bool, const WS: bool> Parser<'a, PLAIN, WS> {
         }
         let mut value: u64 = 0;
         let mut overflow = false;
+        let mut int_digits = 1;
         match self.peek() {
             Some(b'0') => self.i += 1,
             Some(b'1'..=b'9') => {
                 let rest = &b[self.i..];
                 let n = digit_run(rest);
+                int_digits = n;
                 let digits = &rest[..n];
                 self.i += n;
                 if n <= 8 && rest.len() >= 8 {
@@ -956,6 +961,11 @@ impl<'a, const PLAIN: bool, const WS: bool> Parser<'a, PLAIN, WS> {
             }
             self.digits()?;
             integer = false;
+        }
+        if integer && int_digits > PYTHON_INT_DIGITS {
+            // Python's json refuses such integers: a job line holding one
+            // could never be handed back as a dict.
+            return Err(Malformed);
         }
         Ok(match (integer, overflow, neg) {
             (true, false, false) => Num::UInt(value),

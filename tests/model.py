@@ -11,7 +11,6 @@ a list of job dicts.
 
 from __future__ import annotations
 
-import decimal
 import json
 from collections import Counter
 from collections.abc import Iterator
@@ -57,8 +56,11 @@ def _reject_constant(name: str) -> Any:
 
 
 def _parse_int(digits: str) -> int:
-    """RFC 8259 puts no limit on digits; ``int(str)`` refuses more than 4300 by default."""
-    return int(digits) if len(digits) < 4000 else int(decimal.Decimal(digits))
+    """Python's own limit: an integer of more than 4300 digits makes the line malformed
+    (a job line holding one could never be read back as a dict)."""
+    if len(digits.lstrip("-")) > 4300:
+        raise ValueError("integer of more than 4300 digits")
+    return int(digits)
 
 
 def _strings(value: Any) -> Iterator[str]:

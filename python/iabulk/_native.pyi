@@ -13,8 +13,9 @@ Job-log semantics (format v1, see DESIGN.md), which the scan implements and
 * A line must be strict UTF-8 holding one JSON object (RFC 8259; ``NaN`` and
   ``Infinity`` are rejected; a string holding a lone surrogate escape such as
   ``"\\ud800"`` is rejected; arrays and objects nested more than 512 deep,
-  counting the line's object as 1, are rejected; duplicate keys: the last
-  wins). Otherwise it is malformed.
+  counting the line's object as 1, are rejected; an integer of more than
+  4300 digits, which Python's ``json`` cannot read, is rejected; duplicate
+  keys: the last wins). Otherwise it is malformed.
 * ``event`` must be a string, else malformed. Kinds other than ``job``,
   ``started``, ``completed``, ``failed``, ``requeued``, ``source`` and
   ``resolved`` are ignored (not malformed).

@@ -255,21 +255,23 @@ def _env_cached_session_class() -> Any:
     for every redirect, and each look-up walks all of ``os.environ``: with a
     few dozen variables that was ~40% of iabulk's CPU on small files. The
     answer depends only on the host (and the environment, which iabulk never
-    changes while it runs), so it is cached per host; everything else,
-    including NO_PROXY matching and Proxy-Authorization, is what ``requests``
-    does.
+    changes while it runs), so it is cached per host, and so is the
+    ``.netrc`` look-up made on every redirect; everything else, including
+    NO_PROXY matching, Proxy-Authorization and stripping credentials on a
+    redirect to another host, is what ``requests`` does.
     """
     from urllib.request import getproxies_environment
 
     import requests
     from requests.auth import _basic_auth_str
     from requests.sessions import merge_setting
-    from requests.utils import get_auth_from_url, get_environ_proxies
+    from requests.utils import get_auth_from_url, get_environ_proxies, get_netrc_auth
 
     class EnvCachedSession(requests.Session):
         def __init__(self) -> None:
             super().__init__()
             self._environ: dict[tuple[str, str | None], dict[str, str]] = {}
+            self._netrc: dict[str, tuple[str, str] | None] = {}
             # Without NO_PROXY (in any spelling) the answer is the same for every host.
             self._per_host = "no" in getproxies_environment()
 
@@ -324,6 +326,25 @@ def _env_cached_session_class() -> Any:
             if not scheme.startswith("https") and username and password:
                 headers["Proxy-Authorization"] = _basic_auth_str(username, password)
             return new_proxies
+
+        def rebuild_auth(self, prepared_request: Any, response: Any) -> None:
+            # As requests' own, with the .netrc look-up (a file probe on every
+            # redirect) cached per host like the proxies.
+            headers = prepared_request.headers
+            url = prepared_request.url
+            if "Authorization" in headers and self.should_strip_auth(response.request.url, url):
+                del headers["Authorization"]
+            if not self.trust_env:
+                return
+            scheme, _, rest = url.partition("://")
+            host = scheme + "://" + rest.split("/", 1)[0]
+            if host not in self._netrc:
+                if len(self._netrc) > 4096:
+                    self._netrc.clear()
+                self._netrc[host] = get_netrc_auth(url)
+            new_auth = self._netrc[host]
+            if new_auth is not None:
+                prepared_request.prepare_auth(new_auth)
 
     return EnvCachedSession
 

@@ -117,6 +117,18 @@ pub struct Fields<'a> {
     pub item_size: Value<'a>,
 }
 
+/// The fields the analytics pass reads on top of [`Fields`] (see
+/// [`parse_into_more`]); the scan never asks for them.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct More<'a> {
+    /// The top-level `worker`.
+    pub worker: Value<'a>,
+    /// `extra.files` when (the last) `extra` is an object; `Absent` otherwise.
+    pub files: Value<'a>,
+    /// `extra.disk` when (the last) `extra` is an object; `Absent` otherwise.
+    pub disk: Value<'a>,
+}
+
 /// JSON insignificant whitespace.
 #[inline]
 pub fn is_ws(b: u8) -> bool {
@@ -140,24 +152,43 @@ pub fn parse_line(line: &[u8]) -> Result<Option<Fields<'_>>, Malformed> {
 /// [`parse_line`] into `f` (reset first): `Ok(false)` for a blank line.
 #[inline]
 pub fn parse_into<'a>(line: &'a [u8], f: &mut Fields<'a>) -> Result<bool, Malformed> {
+    let m = &mut More::default(); // never touched: `MORE` is false
     match plain_quotes(line) {
-        Some((quotes, false)) => parse_with::<true, false>(line, f, quotes),
-        Some((quotes, true)) => parse_with::<true, true>(line, f, quotes),
-        None => parse_with::<false, true>(line, f, 0),
+        Some((quotes, false)) => parse_with::<true, false, false>(line, f, m, quotes),
+        Some((quotes, true)) => parse_with::<true, true, false>(line, f, m, quotes),
+        None => parse_with::<false, true, false>(line, f, m, 0),
+    }
+}
+
+/// [`parse_into`], also reading the [`More`] fields into `m` (reset first).
+#[inline]
+pub fn parse_into_more<'a>(
+    line: &'a [u8],
+    f: &mut Fields<'a>,
+    m: &mut More<'a>,
+) -> Result<bool, Malformed> {
+    match plain_quotes(line) {
+        Some((quotes, false)) => parse_with::<true, false, true>(line, f, m, quotes),
+        Some((quotes, true)) => parse_with::<true, true, true>(line, f, m, quotes),
+        None => parse_with::<false, true, true>(line, f, m, 0),
     }
 }
 
 /// Parse in one of three modes: `PLAIN` (the line is plain, see
 /// [`plain_quotes`], and `quotes` is its quote mask) and `WS` (the line may
 /// hold whitespace). The compact lines the scan mostly sees take the
-/// `<true, false>` path.
+/// `<true, false>` path. `MORE`: also read the [`More`] fields into `m`.
 #[inline(always)]
-fn parse_with<'a, const PLAIN: bool, const WS: bool>(
+fn parse_with<'a, const PLAIN: bool, const WS: bool, const MORE: bool>(
     line: &'a [u8],
     f: &mut Fields<'a>,
+    m: &mut More<'a>,
     quotes: u128,
 ) -> Result<bool, Malformed> {
     *f = Fields::default();
+    if MORE {
+        *m = More::default();
+    }
     let mut p = Parser::<PLAIN, WS> {
         b: line,
         i: 0,
@@ -172,7 +203,7 @@ fn parse_with<'a, const PLAIN: bool, const WS: bool>(
         return Err(Malformed);
     }
     p.i += 1;
-    p.top_object(f)?;
+    p.top_object::<MORE>(f, m)?;
     p.skip_ws();
     if p.i != line.len() {
         return Err(Malformed);
@@ -190,6 +221,8 @@ enum Key {
     Error,
     Retry,
     Extra,
+    /// `worker`, recognised only when the [`More`] fields are asked for.
+    Worker,
     Other,
 }
 
@@ -203,6 +236,7 @@ impl Key {
             b"error" => Key::Error,
             b"retry" => Key::Retry,
             b"extra" => Key::Extra,
+            b"worker" => Key::Worker,
             _ => Key::Other,
         }
     }
@@ -566,7 +600,7 @@ impl<'a, const PLAIN: bool, const WS: bool> Parser<'a, PLAIN, WS> {
     /// are recognised from one 8-byte load; anything else takes the general
     /// string path.
     #[inline]
-    fn key(&mut self) -> R<Key> {
+    fn key<const MORE: bool>(&mut self) -> R<Key> {
         if PLAIN {
             // The key ends at the next quote; no escapes are possible.
             let end = self.closing_quote()?;
@@ -583,6 +617,7 @@ impl<'a, const PLAIN: bool, const WS: bool> Parser<'a, PLAIN, WS> {
                 5 if is(k, b"error") => Key::Error,
                 5 if is(k, b"retry") => Key::Retry,
                 5 if is(k, b"extra") => Key::Extra,
+                6 if MORE && is(k, b"worker") => Key::Worker,
                 _ => Key::Other,
             };
             self.i = end + 1;
@@ -599,6 +634,11 @@ impl<'a, const PLAIN: bool, const WS: bool> Parser<'a, PLAIN, WS> {
             const ERROR: u64 = word(b"error\"");
             const RETRY: u64 = word(b"retry\"");
             const EXTRA: u64 = word(b"extra\"");
+            const WORKER: u64 = word(b"worker\"");
+            if MORE && w & mask(7) == WORKER {
+                self.i += 7;
+                return Ok(Key::Worker);
+            }
             let (key, len) = match w & mask(6) {
                 EVENT => (Key::Event, 6),
                 ERROR => (Key::Error, 6),
@@ -627,7 +667,7 @@ impl<'a, const PLAIN: bool, const WS: bool> Parser<'a, PLAIN, WS> {
     }
 
     /// The top-level object; `self.i` is just past its `{`.
-    fn top_object(&mut self, f: &mut Fields<'a>) -> R<()> {
+    fn top_object<const MORE: bool>(&mut self, f: &mut Fields<'a>, m: &mut More<'a>) -> R<()> {
         self.skip_ws();
         if self.peek() == Some(b'}') {
             self.i += 1;
@@ -635,7 +675,7 @@ impl<'a, const PLAIN: bool, const WS: bool> Parser<'a, PLAIN, WS> {
         }
         loop {
             self.expect(b'"')?;
-            let key = self.key()?;
+            let key = self.key::<MORE>()?;
             self.skip_ws();
             self.expect(b':')?;
             self.skip_ws();
@@ -650,13 +690,17 @@ impl<'a, const PLAIN: bool, const WS: bool> Parser<'a, PLAIN, WS> {
                 Key::Retry => self.value_into(&mut f.retry, 1)?,
                 Key::Extra => {
                     if self.peek() == Some(b'{') {
-                        self.extra(&mut f.item_size)?;
+                        self.extra::<MORE>(&mut f.item_size, m)?;
                     } else {
                         self.skip_scalar_or(1)?;
                         f.item_size = Value::Absent;
+                        if MORE {
+                            (m.files, m.disk) = (Value::Absent, Value::Absent);
+                        }
                     }
                 }
-                Key::Other => self.skip_scalar_or(1)?,
+                Key::Worker if MORE => self.value_into(&mut m.worker, 1)?,
+                Key::Worker | Key::Other => self.skip_scalar_or(1)?,
             }
             self.skip_ws();
             match self.peek() {
@@ -673,13 +717,17 @@ impl<'a, const PLAIN: bool, const WS: bool> Parser<'a, PLAIN, WS> {
         }
     }
 
-    /// The `extra` object (depth 2); writes its last `item_size` to `size`.
+    /// The `extra` object (depth 2); writes its last `item_size` to `size`
+    /// (and, when `MORE`, its last `files` and `disk` to `m`).
     #[inline(always)]
-    fn extra(&mut self, size: &mut Value<'a>) -> R<()> {
+    fn extra<const MORE: bool>(&mut self, size: &mut Value<'a>, m: &mut More<'a>) -> R<()> {
         // Depth 2 is always within MAX_DEPTH.
         self.i += 1;
         self.skip_ws();
         *size = Value::Absent;
+        if MORE {
+            (m.files, m.disk) = (Value::Absent, Value::Absent);
+        }
         if self.peek() == Some(b'}') {
             self.i += 1;
             return Ok(());
@@ -692,6 +740,10 @@ impl<'a, const PLAIN: bool, const WS: bool> Parser<'a, PLAIN, WS> {
             self.skip_ws();
             if key.eq_bytes(b"item_size") {
                 self.value_into(size, 2)?;
+            } else if MORE && key.eq_bytes(b"files") {
+                self.value_into(&mut m.files, 2)?;
+            } else if MORE && key.eq_bytes(b"disk") {
+                self.value_into(&mut m.disk, 2)?;
             } else {
                 self.skip_scalar_or(2)?;
             }
@@ -1521,7 +1573,7 @@ mod tests {
     /// Every line through the general path only.
     fn parse_general(line: &[u8]) -> Result<Option<Fields<'_>>, Malformed> {
         let mut f = Fields::default();
-        Ok(parse_with::<false, true>(line, &mut f, 0)?.then_some(f))
+        Ok(parse_with::<false, true, false>(line, &mut f, &mut More::default(), 0)?.then_some(f))
     }
 
     #[test]
@@ -1625,6 +1677,76 @@ mod tests {
                 );
             }
         }
+    }
+
+    fn more(line: &str) -> (Fields<'_>, More<'_>) {
+        let (mut f, mut m) = (Fields::default(), More::default());
+        assert_eq!(
+            parse_into_more(line.as_bytes(), &mut f, &mut m),
+            Ok(true),
+            "{line}"
+        );
+        (f, m)
+    }
+
+    #[test]
+    fn more_fields_worker_files_disk() {
+        let (f, m) = more(
+            r#"{"event":"completed","seq":7,"ts":"x","worker":3,"extra":{"item_size":9,"files":4,"disk":"/d1"}}"#,
+        );
+        assert_eq!(
+            f,
+            ok(
+                r#"{"event":"completed","seq":7,"ts":"x","worker":3,"extra":{"item_size":9,"files":4,"disk":"/d1"}}"#
+            )
+        );
+        assert_eq!((m.worker, m.files), (Value::UInt(3), Value::UInt(4)));
+        assert_eq!(s(m.disk), "/d1");
+        // Every spelling and path: escaped keys, whitespace, long lines.
+        let long = format!(
+            r#"{{"pad":"{}","worker":12,"extra":{{"files":5,"disk":"dé"}}}}"#,
+            "p".repeat(200)
+        );
+        for line in [
+            r#" { "worker" : 12 , "extra" : { "files" : 5 , "disk" : "dé" } } "#,
+            r#"{"worker":12,"extra":{"files":5,"disk":"dé"}}"#,
+            long.as_str(),
+        ] {
+            let (_, m) = more(line);
+            assert_eq!(
+                (m.worker, m.files),
+                (Value::UInt(12), Value::UInt(5)),
+                "{line}"
+            );
+            assert_eq!(s(m.disk), "dé", "{line}");
+        }
+        // The last duplicate wins; a later `extra` that is not an object clears both.
+        let (_, m) = more(r#"{"worker":1,"worker":-2,"extra":{"files":1,"files":"x"}}"#);
+        assert_eq!(m.worker, Value::Other);
+        assert!(matches!(m.files, Value::Str(_)));
+        let (f, m) = more(r#"{"extra":{"files":1,"disk":"a","item_size":3},"extra":7}"#);
+        assert_eq!(
+            (f.item_size, m.files, m.disk),
+            (Value::Absent, Value::Absent, Value::Absent)
+        );
+        let (_, m) = more(r#"{"extra":{"files":1,"disk":"a"},"extra":{}}"#);
+        assert_eq!((m.files, m.disk), (Value::Absent, Value::Absent));
+        let (_, m) = more(r#"{"extra":{"nested":{"files":1}},"workers":1,"worke":2}"#);
+        assert_eq!(m, More::default());
+        // The plain parse never reads them, and agrees on everything else.
+        for line in [
+            r#"{"event":"started","seq":1,"worker":4}"#,
+            r#"{"worker":{"a":[1,2]},"seq":2}"#,
+            r#"{"worker":[],"seq":3}"#,
+        ] {
+            assert_eq!(more(line).0, ok(line));
+        }
+        let (mut f, mut m) = (Fields::default(), More::default());
+        assert_eq!(
+            parse_into_more(b"{\"worker\":1", &mut f, &mut m),
+            Err(Malformed)
+        );
+        assert_eq!(parse_into_more(b"  ", &mut f, &mut m), Ok(false));
     }
 
     #[test]

@@ -55,6 +55,7 @@ import argparse
 import hashlib
 import json
 import os
+import shlex
 import shutil
 import signal
 import subprocess
@@ -494,6 +495,18 @@ def bench_preset(
                     runs[tool].append(
                         run_tool(srv, corpus, ids, f"iabulk -w {PARALLEL}", bulk, dest, outdir)
                     )
+                elif tool in DIAGNOSTICS:
+                    Path(f"{dest}.jsonl").unlink(missing_ok=True)
+                    script = outdir / "iabulk_variant.py"
+                    script.write_text(VARIANT)
+                    argv = f"VARIANT={tool} {sys.executable} {script} " + " ".join(
+                        shlex.quote(a) for a in bulk[1:]
+                    )
+                    runs[tool].append(
+                        run_tool(
+                            srv, corpus, ids, DIAGNOSTICS[tool], argv, dest, outdir, shell=True
+                        )
+                    )
         rows.extend(best_of(r) for r in runs.values() if r)
     finally:
         srv.stop()
@@ -516,6 +529,49 @@ def cleanup(outdir: Path) -> None:
         if path.is_dir():
             shutil.rmtree(path, ignore_errors=True)
 
+
+DIAGNOSTICS = {
+    "nostart": "  diag: no slow start",
+    "direct": "  diag: direct URLs",
+}
+"""Diagnostic iabulk runs (not what iabulk does; never counted against a target):
+
+* ``nostart``: the adaptive transfer limit starts at ``-w`` instead of 2, i.e.
+  what the polite slow start (2 -> 4 -> 8 -> 10 over ~3 s) costs a run;
+* ``direct``: after an item's first ``/download`` redirect, its other files are
+  fetched straight from the data-node directory it pointed to, i.e. what one
+  redirect round trip per file costs.
+"""
+
+VARIANT = r"""
+import os, sys
+variant = os.environ.get("VARIANT", "")
+if variant == "nostart":
+    from iabulk import throttle
+    original = throttle.AdaptiveLimit.__init__
+    def init(self, maximum, start=2, *args, **kwargs):
+        original(self, maximum, maximum, *args, **kwargs)
+    throttle.AdaptiveLimit.__init__ = init
+elif variant == "direct":
+    from iabulk.workers import download
+    prefixes = {}
+    get = download.DownloadWorker._get
+    def direct_get(self, url, cancel, **kwargs):
+        marker = self.base_url + "/download/"
+        if not url.startswith(marker):
+            return get(self, url, cancel, **kwargs)
+        ident, _, name = url[len(marker):].partition("/")
+        if ident in prefixes:
+            return get(self, prefixes[ident] + name, cancel, **kwargs)
+        response = get(self, url, cancel, **kwargs)
+        final = response.url
+        if response.history and response.status_code in (200, 206) and final.endswith("/" + name):
+            prefixes[ident] = final[: -len(name)]
+        return response
+    download.DownloadWorker._get = direct_get
+from iabulk.cli import main
+sys.exit(main(sys.argv[1:]))
+"""
 
 BARE_HTTP = r"""
 import os, sys, threading
@@ -870,7 +926,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--tools",
         default="ia-seq,ia-xargs,iabulk",
-        help="comma-separated, from ia-seq, ia-xargs, iabulk",
+        help="comma-separated, from ia-seq, ia-xargs, iabulk, and the diagnostic iabulk "
+        "variants nostart and direct (see DIAGNOSTICS)",
     )
     parser.add_argument(
         "--tiny-sample",

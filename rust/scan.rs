@@ -36,7 +36,7 @@ use std::sync::{Arc, Mutex};
 
 use crate::bitmap::{Bitmap, MAX_SEQ};
 use crate::idset::{id_hash, IdSet};
-use crate::json::{self, Fields, JsonStr, Value};
+use crate::json::{self, Fields, JsonStr, More, Value};
 use crate::pending::{JobKey, PendingJobs};
 
 /// How to scan; the defaults are right outside tests.
@@ -144,6 +144,90 @@ pub fn scan_path(path: &Path, opts: &ScanOptions) -> io::Result<Snapshot> {
 
 /// Scan an open job log from its start to its current end.
 pub fn scan_file(file: Arc<File>, opts: &ScanOptions) -> io::Result<Snapshot> {
+    scan_file_with(file, opts, &()).map(|(snapshot, ())| snapshot)
+}
+
+/// Work done in the same pass as the scan (the analytics): it sees every
+/// event line the scan accepts, one range at a time, and is folded in file
+/// order like the scan's own state. `()` is the scan alone.
+pub trait Visitor: Clone + Send + Sync {
+    /// Whether [`Visitor::event`] needs the [`More`] fields parsed.
+    const MORE: bool;
+    type Output;
+    /// A `started`, `completed`, `failed` or `requeued` line the scan
+    /// accepted, for `seq` (`more` is all `Absent` unless [`Visitor::MORE`]).
+    fn event(&mut self, kind: Kind, seq: u32, f: &Fields<'_>, more: &More<'_>, offset: u64);
+    /// Fold the next range (in file order) into this one.
+    fn absorb(&mut self, later: Self);
+    /// The folded visitor, with the scan's final per-seq outcomes and its
+    /// job lists (seq and offset of every accepted job line, in file order).
+    fn finish<K: JobKey>(
+        self,
+        outcomes: &Outcomes<'_>,
+        lists: &[Vec<K>],
+        file: &Arc<File>,
+    ) -> Self::Output;
+}
+
+impl Visitor for () {
+    const MORE: bool = false;
+    type Output = ();
+    #[inline(always)]
+    fn event(&mut self, _: Kind, _: u32, _: &Fields<'_>, _: &More<'_>, _: u64) {}
+    #[inline(always)]
+    fn absorb(&mut self, _: Self) {}
+    fn finish<K: JobKey>(self, _: &Outcomes<'_>, _: &[Vec<K>], _: &Arc<File>) {}
+}
+
+/// What a finished scan knows of one seq.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    /// No job line.
+    NoJob,
+    Pending,
+    Completed,
+    /// Failed permanently.
+    Failed,
+}
+
+/// The folded per-seq states of a finished scan, for [`Visitor::finish`].
+pub struct Outcomes<'s> {
+    states: &'s States,
+    sizes: &'s Sizes,
+}
+
+impl Outcomes<'_> {
+    /// The final state of `seq`, as the counts count it.
+    #[inline]
+    pub fn of(&self, seq: u32) -> Outcome {
+        let s = self.states.get(seq);
+        match (s & HAS_JOB != 0, s & TERM_MASK) {
+            (false, _) => Outcome::NoJob,
+            (true, T_COMPLETED) => Outcome::Completed,
+            (true, T_FAILED) => Outcome::Failed,
+            _ => Outcome::Pending,
+        }
+    }
+
+    /// The `item_size` counted for `seq` if it is completed (`Err`: the
+    /// decimal digits of a size above `u64::MAX`).
+    #[inline]
+    pub fn item_size(&self, seq: u32) -> Result<u64, &[u8]> {
+        let slot = match self.sizes.pages.get((seq >> PAGE_BITS) as usize) {
+            Some(Some(page)) => page[seq as usize & (PAGE - 1)],
+            _ => 0,
+        };
+        self.sizes.value(seq, slot)
+    }
+}
+
+/// [`scan_file`] with a [`Visitor`] (each range starts from a clone of
+/// `proto`).
+pub fn scan_file_with<V: Visitor>(
+    file: Arc<File>,
+    opts: &ScanOptions,
+    proto: &V,
+) -> io::Result<(Snapshot, V::Output)> {
     let size = file.metadata()?.len();
     let threads = if opts.threads == 0 {
         std::thread::available_parallelism()
@@ -157,26 +241,26 @@ pub fn scan_file(file: Arc<File>, opts: &ScanOptions) -> io::Result<Snapshot> {
     let ranges = (size / opts.min_range_bytes.max(1))
         .clamp(1, (threads * opts.ranges_per_thread.max(1)) as u64) as usize;
     if opts.wide_keys || size > u64::MAX_OFFSET {
-        scan_with::<u128>(file, size, ranges, threads, opts)
+        scan_with::<u128, V>(file, size, ranges, threads, opts, proto)
     } else {
-        scan_with::<u64>(file, size, ranges, threads, opts)
+        scan_with::<u64, V>(file, size, ranges, threads, opts, proto)
     }
 }
 
 /// The ranges scanned so far, folded in file order.
-struct Folding<K> {
+struct Folding<K, V> {
     /// Ranges `0..next`, folded.
-    acc: Option<RangeScan<K>>,
+    acc: Option<RangeScan<K, V>>,
     next: usize,
     /// Finished ranges waiting for the ones before them.
-    done: Vec<Option<RangeScan<K>>>,
+    done: Vec<Option<RangeScan<K, V>>>,
     /// A job line appeared in two ranges.
     duplicate: bool,
     error: Option<io::Error>,
 }
 
-impl<K: JobKey> Folding<K> {
-    fn add(&mut self, k: usize, part: RangeScan<K>) {
+impl<K: JobKey, V: Visitor> Folding<K, V> {
+    fn add(&mut self, k: usize, part: RangeScan<K, V>) {
         self.done[k] = Some(part);
         while let Some(part) = self.done.get_mut(self.next).and_then(Option::take) {
             self.next += 1;
@@ -191,20 +275,21 @@ impl<K: JobKey> Folding<K> {
     }
 }
 
-fn scan_with<K: JobKey>(
+fn scan_with<K: JobKey, V: Visitor>(
     file: Arc<File>,
     size: u64,
     ranges: usize,
     threads: usize,
     opts: &ScanOptions,
-) -> io::Result<Snapshot> {
+    proto: &V,
+) -> io::Result<(Snapshot, V::Output)> {
     let bounds = split(&file, size, ranges)?;
     let n = bounds.len() - 1;
     // Each thread takes the next range to scan until none is left; a range
     // that completes the run of finished ranges from the start is folded in
     // at once, so that only a few ranges' per-seq state is alive at a time.
     let next = AtomicUsize::new(0);
-    let folding = Mutex::new(Folding::<K> {
+    let folding = Mutex::new(Folding::<K, V> {
         acc: None,
         next: 0,
         done: (0..n).map(|_| None).collect(),
@@ -218,7 +303,8 @@ fn scan_with<K: JobKey>(
             if k >= n {
                 return;
             }
-            let part = scan_range::<K>(&file, bounds[k], bounds[k + 1], opts, &mut bufs);
+            let part =
+                scan_range_with::<K, V>(&file, bounds[k], bounds[k + 1], opts, &mut bufs, proto);
             let mut f = folding.lock().unwrap_or_else(|e| e.into_inner());
             match part {
                 Ok(part) => {
@@ -252,10 +338,12 @@ fn scan_with<K: JobKey>(
     if f.duplicate {
         // A job line duplicated across ranges: only a sequential pass knows
         // which of its fields to ignore.
-        return scan_with::<K>(file, size, 1, 1, opts);
+        return scan_with::<K, V>(file, size, 1, 1, opts, proto);
     }
-    let acc = f.acc.unwrap_or_else(|| RangeScan::new(opts.collect_ids, 0));
-    Ok(acc.finish(file, size))
+    let acc = f
+        .acc
+        .unwrap_or_else(|| RangeScan::with_visitor(opts.collect_ids, 0, proto.clone()));
+    Ok(acc.finish_with(file, size))
 }
 
 /// Range boundaries: `ranges + 1` offsets, each (but the last) at a line start.
@@ -341,6 +429,7 @@ impl Buffers {
     }
 }
 
+#[cfg(test)]
 fn scan_range<K: JobKey>(
     file: &File,
     start: u64,
@@ -348,7 +437,18 @@ fn scan_range<K: JobKey>(
     opts: &ScanOptions,
     bufs: &mut Buffers,
 ) -> io::Result<RangeScan<K>> {
-    let mut rs = RangeScan::<K>::new(opts.collect_ids, end - start);
+    scan_range_with(file, start, end, opts, bufs, &())
+}
+
+fn scan_range_with<K: JobKey, V: Visitor>(
+    file: &File,
+    start: u64,
+    end: u64,
+    opts: &ScanOptions,
+    bufs: &mut Buffers,
+    proto: &V,
+) -> io::Result<RangeScan<K, V>> {
+    let mut rs = RangeScan::<K, V>::with_visitor(opts.collect_ids, end - start, proto.clone());
     let Buffers {
         block: buf,
         newlines,
@@ -585,8 +685,9 @@ impl Sizes {
     }
 }
 
-#[derive(Clone, Copy, PartialEq, Eq)]
-enum Kind {
+/// The event kinds this version knows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
     Job,
     Started,
     Completed,
@@ -674,7 +775,7 @@ fn advise_huge(ptr: *const u8, len: usize) {
 }
 
 /// What one range of the file knows.
-struct RangeScan<K> {
+struct RangeScan<K, V = ()> {
     collect_ids: bool,
     states: States,
     sizes: Sizes,
@@ -699,10 +800,11 @@ struct RangeScan<K> {
     /// Whether a resolved line follows the range's last source line (or, if
     /// it has none, appears anywhere in it).
     resolved: bool,
+    visit: V,
 }
 
-impl<K: JobKey> RangeScan<K> {
-    fn new(collect_ids: bool, range_bytes: u64) -> Self {
+impl<K: JobKey, V: Visitor> RangeScan<K, V> {
+    fn with_visitor(collect_ids: bool, range_bytes: u64, visit: V) -> Self {
         RangeScan {
             collect_ids,
             states: States::default(),
@@ -720,6 +822,7 @@ impl<K: JobKey> RangeScan<K> {
             errors: HashMap::default(),
             source: None,
             resolved: false,
+            visit,
         }
     }
 
@@ -727,9 +830,15 @@ impl<K: JobKey> RangeScan<K> {
     #[inline]
     fn line(&mut self, line: &[u8], offset: u64) {
         let mut fields = Fields::default();
-        match json::parse_into(line, &mut fields) {
+        let mut more = More::default();
+        let parsed = if V::MORE {
+            json::parse_into_more(line, &mut fields, &mut more)
+        } else {
+            json::parse_into(line, &mut fields)
+        };
+        match parsed {
             Ok(true) => {
-                if !self.apply(&fields, line, offset) {
+                if !self.apply(&fields, &more, line, offset) {
                     self.malformed += 1;
                 }
             }
@@ -741,7 +850,7 @@ impl<K: JobKey> RangeScan<K> {
     /// Apply a well-formed JSON line; false if the line is malformed as an
     /// event.
     #[inline]
-    fn apply(&mut self, f: &Fields<'_>, line: &[u8], offset: u64) -> bool {
+    fn apply(&mut self, f: &Fields<'_>, more: &More<'_>, line: &[u8], offset: u64) -> bool {
         let Value::Str(event) = f.event else {
             return false;
         };
@@ -795,6 +904,9 @@ impl<K: JobKey> RangeScan<K> {
                     }
                     Kind::Requeued => *slot = (*slot & HAS_JOB) | T_NOT_DONE,
                     Kind::Source | Kind::Resolved => {}
+                }
+                if kind != Kind::Job {
+                    self.visit.event(kind, seq, f, more, offset);
                 }
             }
         }
@@ -857,7 +969,7 @@ impl<K: JobKey> RangeScan<K> {
 
     /// Fold a later range into this one; true if a seq has a job line in
     /// both (the caller then rescans sequentially).
-    fn absorb(&mut self, mut later: RangeScan<K>) -> bool {
+    fn absorb(&mut self, mut later: RangeScan<K, V>) -> bool {
         if self.fold_seqs(&mut later) {
             return true;
         }
@@ -894,12 +1006,13 @@ impl<K: JobKey> RangeScan<K> {
         } else {
             self.resolved |= later.resolved;
         }
+        self.visit.absorb(later.visit);
         false
     }
 
     /// Fold a later range's per-seq states and sizes into this one's; true
     /// if some seq has a job line in both.
-    fn fold_seqs(&mut self, later: &mut RangeScan<K>) -> bool {
+    fn fold_seqs(&mut self, later: &mut RangeScan<K, V>) -> bool {
         // Wherever the later range has a terminal event, its size wins; the
         // later range's big sizes are all for such seqs.
         self.sizes.big.extend(std::mem::take(&mut later.sizes.big));
@@ -956,7 +1069,7 @@ impl<K: JobKey> RangeScan<K> {
         both & HAS_JOB != 0
     }
 
-    fn finish(self, file: Arc<File>, size: u64) -> Snapshot {
+    fn finish_with(self, file: Arc<File>, size: u64) -> (Snapshot, V::Output) {
         let RangeScan {
             states,
             sizes,
@@ -972,12 +1085,19 @@ impl<K: JobKey> RangeScan<K> {
             source,
             resolved,
             collect_ids,
+            visit,
             ..
         } = self;
 
+        let lists: Vec<Vec<K>> = std::iter::once(jobs).chain(more_jobs).collect();
+        let outcomes = Outcomes {
+            states: &states,
+            sizes: &sizes,
+        };
+        let visited = visit.finish(&outcomes, &lists, &file);
+
         // Three independent passes over what the scan gathered; on a big log
         // they run side by side.
-        let lists: Vec<Vec<K>> = std::iter::once(jobs).chain(more_jobs).collect();
         let big = lists.iter().map(Vec::len).sum::<usize>() >= 1 << 16;
         let (tally, pending, ids) = if big {
             std::thread::scope(|s| {
@@ -1016,7 +1136,7 @@ impl<K: JobKey> RangeScan<K> {
             .collect();
         errors.sort_unstable_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
 
-        Snapshot {
+        let snapshot = Snapshot {
             max_seq: u64::from(max_job_seq),
             total,
             completed,
@@ -1034,7 +1154,15 @@ impl<K: JobKey> RangeScan<K> {
             bitmap,
             pending_jobs,
             ids,
-        }
+        };
+        (snapshot, visited)
+    }
+}
+
+impl<K: JobKey> RangeScan<K> {
+    #[cfg(test)]
+    fn finish(self, file: Arc<File>, size: u64) -> Snapshot {
+        self.finish_with(file, size).0
     }
 }
 

@@ -78,6 +78,10 @@ from tests.standin.corpus import Corpus  # noqa: E402
 BIN = Path(sys.executable).parent
 PRESETS = ("many-small", "few-large", "wide-item", "tiny-100k", "resume")
 PARALLEL = 10
+CA_MODE = "standin"
+"""``standin``: clients trust the stand-in's one-certificate CA bundle (the
+default; cheapest for every client). ``realistic``: that CA plus the system's
+roots, a bundle the size of the certifi bundle real clients load."""
 TARGETS = {
     "many-small": 4.0,
     "wide-item": 5.0,
@@ -200,6 +204,17 @@ class Standin:
     def env(self) -> dict[str, str]:
         env = {**os.environ, **self.env_vars, "PYTHONUNBUFFERED": "1"}
         env["PATH"] = os.pathsep.join([str(BIN), env.get("PATH", "")])
+        if CA_MODE == "realistic":
+            # The stand-in's CA plus the system's ~140 roots: a bundle the size
+            # of certifi's, which every client parses per connection it opens
+            # unless it caches the SSL context.
+            bundle = ROOT / "bench-out" / "download" / "ca-realistic.pem"
+            system = Path("/etc/ssl/certs/ca-certificates.crt")
+            bundle.write_bytes(
+                Path(self.env_vars["REQUESTS_CA_BUNDLE"]).read_bytes() + system.read_bytes()
+            )
+            for name in ("REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE", "SSL_CERT_FILE"):
+                env[name] = str(bundle)
         return env
 
     def _control(self, method: str, path: str) -> dict[str, Any]:
@@ -951,8 +966,17 @@ def main(argv: list[str] | None = None) -> int:
         "--tiny-scale", type=float, default=None, help="scale of tiny-100k (default: --scale)"
     )
     parser.add_argument("--resume-jobs", type=int, default=10_000_000)
+    parser.add_argument(
+        "--ca-bundle",
+        choices=("standin", "realistic"),
+        default="standin",
+        help="CA bundle the clients load: the stand-in's one certificate (default), or "
+        "that plus the system's ~140 roots, the size of the certifi bundle real clients use",
+    )
     args = parser.parse_args(argv)
     args.tools = [t for t in args.tools.split(",") if t]
+    global CA_MODE
+    CA_MODE = args.ca_bundle
     presets = [p for p in args.presets.split(",") if p]
     unknown = set(presets) - set(PRESETS)
     if unknown:
@@ -974,7 +998,7 @@ def main(argv: list[str] | None = None) -> int:
     load = os.getloadavg()
     out(
         f"iabulk download benchmark: {os.cpu_count()} CPUs, load average {load[0]:.1f} at start; "
-        f"scale {args.scale:g}; {PARALLEL} parallel"
+        f"scale {args.scale:g}; {PARALLEL} parallel; CA bundle: {args.ca_bundle}"
     )
     summary: dict[str, Any] = {}
     for preset in presets:

@@ -344,6 +344,21 @@ def run_tool(
     return row
 
 
+def extrapolate(row: Row, sample: Sequence[str], ids: Sequence[str]) -> Row:
+    """Scale a run over ``sample`` up to all of ``ids`` (marked ``~``)."""
+    factor = len(ids) / len(sample)
+    if not row.failed and factor != 1:
+        assert row.wall is not None and row.cpu is not None
+        row.wall, row.cpu = row.wall * factor, row.cpu * factor
+        row.nbytes = int(row.nbytes * factor)
+        row.connections = int((row.connections or 0) * factor)
+        row.requests = int((row.requests or 0) * factor)
+        row.items = len(ids)
+        row.extrapolated = True
+        row.note = f"from {len(sample)} items"
+    return row
+
+
 def best_of(rows: list[Row]) -> Row:
     """The fastest verified run (a shared machine only ever slows a run down);
     FAILED if any run failed."""
@@ -523,6 +538,26 @@ def bench_preset(
                         )
                     )
         rows.extend(best_of(r) for r in runs.values() if r)
+        if preset != "wide-item" and args.loop_sample > 0:
+            # The other "sequential ia": a shell loop, one `ia download ITEM` per item.
+            sample = ids[: args.loop_sample]
+            (outdir / "sample-loop.txt").write_text("".join(f"{i}\n" for i in sample))
+            loop = (
+                f'while read -r id; do {ia} download --destdir {{dest}} "$id" || exit 1; '
+                f"done < {outdir / 'sample-loop.txt'}"
+            )
+            row = run_tool(
+                srv,
+                corpus,
+                sample,
+                "ia loop (per item)",
+                loop,
+                outdir / "ia-loop",
+                outdir,
+                shell=True,
+                tree=True,
+            )
+            rows.insert(2, extrapolate(row, sample, ids))
     finally:
         srv.stop()
         cleanup(outdir)
@@ -668,19 +703,6 @@ def bench_tiny(scale: float, args: argparse.Namespace, out: Callable[[str], None
     rows: list[Row] = []
     ia, iabulk = str(BIN / "ia"), str(BIN / "iabulk")
 
-    def extrapolate(row: Row, sample: Sequence[str]) -> Row:
-        factor = len(ids) / len(sample)
-        if not row.failed and factor != 1:
-            assert row.wall is not None and row.cpu is not None
-            row.wall, row.cpu = row.wall * factor, row.cpu * factor
-            row.nbytes = int(row.nbytes * factor)
-            row.connections = int((row.connections or 0) * factor)
-            row.requests = int((row.requests or 0) * factor)
-            row.items = len(ids)
-            row.extrapolated = True
-            row.note = f"from {len(sample)} items"
-        return row
-
     def bare(name: str, with_files: bool) -> Row:
         script = outdir / "bare_http.py"
         script.write_text(BARE_HTTP)
@@ -710,7 +732,7 @@ def bench_tiny(scale: float, args: argparse.Namespace, out: Callable[[str], None
         return row
 
     try:
-        rows.append(extrapolate(capacity(srv, corpus, samples["seq"], outdir), samples["seq"]))
+        rows.append(extrapolate(capacity(srv, corpus, samples["seq"], outdir), samples["seq"], ids))
         if "ia-seq" in args.tools:
             rows.append(
                 extrapolate(
@@ -731,6 +753,7 @@ def bench_tiny(scale: float, args: argparse.Namespace, out: Callable[[str], None
                         outdir,
                     ),
                     samples["seq"],
+                    ids,
                 )
             )
         if "ia-xargs" in args.tools:
@@ -749,6 +772,7 @@ def bench_tiny(scale: float, args: argparse.Namespace, out: Callable[[str], None
                         tree=True,
                     ),
                     samples["xargs"],
+                    ids,
                 )
             )
         rows.append(bare("bare http (10 thr)", with_files=False))
@@ -949,6 +973,12 @@ def main(argv: list[str] | None = None) -> int:
         type=int,
         default=1000,
         help="items of tiny-100k that ia seq runs over (then extrapolated)",
+    )
+    parser.add_argument(
+        "--loop-sample",
+        type=int,
+        default=100,
+        help="items a shell loop of `ia download ITEM` runs over (then extrapolated; 0: none)",
     )
     parser.add_argument(
         "--tiny-xargs-sample",

@@ -135,6 +135,42 @@ def test_worker_exception_is_a_retryable_failure(tmp_path: Path) -> None:
     assert failed and "internal error" in failed[0]["error"] and "boom" in failed[0]["error"]
 
 
+class Outage(Scripted):
+    """The first ``down`` calls fail, whatever the job (the link is down); then all succeed."""
+
+    def __init__(self, down: int) -> None:
+        super().__init__()
+        self.down = down
+
+    def execute(self, job: dict[str, Any], cancel_event: threading.Event) -> WorkerResult:
+        with self.lock:
+            self.down -= 1
+            failing = self.down >= 0
+        if failing:
+            return WorkerResult(False, job["id"], error="connection error")
+        return super().execute(job, cancel_event)
+
+
+def test_an_outage_pauses_instead_of_using_up_retries(tmp_path: Path) -> None:
+    log = make_log(tmp_path, 6)
+    _, summary = run(log, Outage(down=20), workers=2, retries=1, backoff_cap=0.05)
+    assert summary.completed == 6 and summary.failed == 0 and summary.backoffs > 0
+    assert log.status()["completed"] == 6
+
+
+def test_without_patience_an_outage_uses_up_retries_as_before(tmp_path: Path) -> None:
+    log = make_log(tmp_path, 6)
+    _, summary = run(log, Outage(down=20), workers=2, retries=1, outage_patience=-1)
+    assert summary.failed == 6 and summary.backoffs == 0
+
+
+def test_one_failing_job_among_successes_is_no_outage(tmp_path: Path) -> None:
+    log = make_log(tmp_path, 8)
+    worker = Scripted({"item-3": [WorkerResult(False, "item-3", error="HTTP 500")] * 9})
+    _, summary = run(log, worker, workers=2, retries=2)
+    assert summary.failed == 1 and summary.completed == 7 and summary.backoffs == 0
+
+
 def test_stop_leaves_cut_short_jobs_pending(tmp_path: Path) -> None:
     log = make_log(tmp_path, 10)
     worker = Scripted(delay=30)

@@ -7,6 +7,14 @@ exponential backoff and jitter, and pauses all new submissions when a worker
 asks it to (rate limiting, full disks) without counting that against the
 job's retries.
 
+Outages: when the last :data:`OUTAGE_JOBS` different jobs to finish all
+failed (retryably) and nothing succeeded in between, the trouble is the
+link or the server, not the items: further failures pause the run (2, 4, 8 s
+… up to ``backoff_cap``) and put the job back without using up a retry, so
+an hour of network trouble does not turn every item into a permanent
+failure. After ``outage_patience`` seconds without a single success, failures
+count against retries again, so a run that can never succeed still ends.
+
 Stopping: :meth:`BulkEngine.request_stop` (the first Ctrl-C) stops new
 submissions and sets the cancel event every worker watches; jobs cut short
 are left without an outcome, so the next run picks them up again.
@@ -31,6 +39,9 @@ __all__ = ["BulkEngine", "RunSummary", "EngineObserver", "MAX_WORKERS"]
 
 MAX_WORKERS = 64
 """More concurrent jobs than this only gets a client blocked by archive.org."""
+
+OUTAGE_JOBS = 3
+"""Different jobs failing in a row, with no success between, that make an outage."""
 
 
 class EngineObserver(Protocol):
@@ -90,6 +101,7 @@ class BulkEngine:
         backoff_base: float = 1.0,
         backoff_cap: float = 300.0,
         clock: Callable[[], float] = time.monotonic,
+        outage_patience: float = 3600.0,
     ) -> None:
         if not 1 <= workers <= MAX_WORKERS:
             raise ValueError(f"workers must be between 1 and {MAX_WORKERS}, not {workers}")
@@ -114,6 +126,10 @@ class BulkEngine:
         self._paused_until = 0.0
         self._consecutive_backoffs = 0
         self._fatal: BaseException | None = None
+        self.outage_patience = outage_patience
+        self._failing: set[int] = set()  # jobs failed since the last success
+        self._last_success = clock()
+        self._outage_level = 0
 
     # -- control -----------------------------------------------------------
 
@@ -210,6 +226,9 @@ class BulkEngine:
             with self._cond:
                 self.summary.completed += 1
                 self._consecutive_backoffs = 0
+                self._failing.clear()
+                self._last_success = self.clock()
+                self._outage_level = 0
             self.observer.job_finished(job, result, "completed")
             return
         if self.cancel_event.is_set():
@@ -229,6 +248,17 @@ class BulkEngine:
             self.pause(seconds, error)
             self._requeue(job, attempt, self._paused_until)
             self.observer.job_finished(job, result, "backoff")
+        elif result.retry and self._in_outage(seq):
+            with self._cond:
+                if self.clock() >= self._paused_until:  # the first failure since a pause
+                    self._outage_level += 1
+                level = self._outage_level
+                self.summary.backoffs += 1
+            seconds = min(self.backoff_cap, self.backoff_base * 2 ** min(level, 16))
+            self.joblog.write_event("failed", seq, error=error, retry=attempt, backoff=True)
+            self.pause(seconds, f"every job is failing ({error})")
+            self._requeue(job, attempt, self._paused_until)
+            self.observer.job_finished(job, result, "backoff")
         elif result.retry and attempt <= self.retries:
             self.joblog.write_event("failed", seq, error=error, retry=attempt)
             delay = min(self.backoff_cap, self.backoff_base * 2 ** (attempt - 1))
@@ -242,6 +272,15 @@ class BulkEngine:
             with self._cond:
                 self.summary.failed += 1
             self.observer.job_finished(job, result, "failed")
+
+    def _in_outage(self, seq: int) -> bool:
+        """Note a retryable failure of ``seq``; True if it is part of an outage."""
+        with self._cond:
+            self._failing.add(seq)
+            return (
+                len(self._failing) >= OUTAGE_JOBS
+                and self.clock() - self._last_success <= self.outage_patience
+            )
 
     def _requeue(self, job: dict[str, Any], attempt: int, ready_at: float) -> None:
         with self._cond:

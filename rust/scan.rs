@@ -113,7 +113,7 @@ impl std::fmt::Display for ByteTotal {
 }
 
 /// The sum of two non-negative decimal numbers (digits only).
-fn add_decimal(a: &[u8], b: &[u8]) -> Vec<u8> {
+pub(crate) fn add_decimal(a: &[u8], b: &[u8]) -> Vec<u8> {
     let mut out = Vec::with_capacity(a.len().max(b.len()) + 1);
     let (mut i, mut j, mut carry) = (a.len(), b.len(), 0u8);
     while i > 0 || j > 0 || carry > 0 {

@@ -9,9 +9,10 @@ use std::path::{Path, PathBuf};
 use pyo3::exceptions::{PyIndexError, PyOSError, PyOverflowError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::sync::PyOnceLock;
-use pyo3::types::{PyBytes, PyInt, PyString};
+use pyo3::types::{PyBytes, PyDict, PyInt, PyList, PyString};
 use pyo3::PyTypeInfo;
 
+use crate::analytics::{self, format_ts, Figure};
 use crate::appender::{self, Closed, Locked, Refused};
 use crate::bitmap::{self, MAX_SEQ};
 use crate::idset::{self, id_hash};
@@ -379,6 +380,164 @@ fn scan(py: Python<'_>, path: PathBuf, collect_ids: bool) -> PyResult<Snapshot> 
     })
 }
 
+/// Lazy sequence of job lines (dicts), in seq order, read when reached.
+#[pyclass(module = "iabulk._native", name = "JobList", frozen)]
+struct JobList {
+    inner: pending::PendingJobs,
+    /// The analysed log, for error messages.
+    path: PathBuf,
+}
+
+#[pymethods]
+impl JobList {
+    fn __len__(&self) -> usize {
+        self.inner.len()
+    }
+
+    fn __iter__(&self) -> PendingIter {
+        PendingIter {
+            reader: self.inner.reader(),
+            jobs: self.inner.clone(),
+            path: self.path.clone(),
+            batch: Batch::default(),
+            pos: 0,
+            next: 0,
+        }
+    }
+
+    fn __getitem__<'py>(&self, py: Python<'py>, index: isize) -> PyResult<Bound<'py, PyAny>> {
+        let len = self.inner.len() as isize;
+        let i = if index < 0 { index + len } else { index };
+        if i < 0 || i >= len {
+            return Err(PyIndexError::new_err("job index out of range"));
+        }
+        let jobs = &self.inner;
+        let line = py
+            .detach(|| {
+                let mut out = Vec::new();
+                jobs.line(i as usize, &mut out).map(|()| out)
+            })
+            .map_err(|e| os_error(e, &self.path))?;
+        json_loads(py, &line)
+    }
+
+    /// The seqs, in order.
+    fn seqs(&self) -> Vec<u32> {
+        self.inner.seqs()
+    }
+
+    fn __repr__(&self) -> String {
+        format!("<JobList len={}>", self.inner.len())
+    }
+}
+
+/// A sum of sizes as a Python int (of any size).
+fn py_total(py: Python<'_>, total: ByteTotal) -> PyResult<Py<PyAny>> {
+    Ok(match total {
+        ByteTotal::Small(n) => n.into_pyobject(py)?.into_any().unbind(),
+        ByteTotal::Decimal(digits) => PyInt::type_object(py).call1((digits,))?.unbind(),
+    })
+}
+
+/// `{"completed": n, "bytes": b}`.
+fn py_figure<'py>(py: Python<'py>, f: Figure) -> PyResult<Bound<'py, PyDict>> {
+    let d = PyDict::new(py);
+    d.set_item("completed", f.completed)?;
+    d.set_item("bytes", py_total(py, f.bytes)?)?;
+    Ok(d)
+}
+
+/// Everything the job log says about a run, in one pass.
+#[pyfunction]
+#[pyo3(signature = (path, bucket_seconds = 60))]
+fn analyze<'py>(
+    py: Python<'py>,
+    path: PathBuf,
+    bucket_seconds: i128,
+) -> PyResult<Bound<'py, PyDict>> {
+    if bucket_seconds < 1 {
+        return Err(PyValueError::new_err("bucket_seconds must be at least 1"));
+    }
+    let bucket_seconds = u64::try_from(bucket_seconds).unwrap_or(u64::MAX);
+    let a = py
+        .detach(|| analytics::analyze_path(&path, bucket_seconds, &ScanOptions::default()))
+        .map_err(|e| os_error(e, &path))?;
+    let (s, f) = (a.snapshot, a.figures);
+    let out = PyDict::new(py);
+    let counts = PyDict::new(py);
+    for (name, n) in [
+        ("total", s.total),
+        ("completed", s.completed),
+        ("failed", s.failed),
+        ("pending", s.pending),
+        ("in_flight", s.in_flight),
+        ("malformed", s.malformed),
+    ] {
+        counts.set_item(name, n)?;
+    }
+    out.set_item("counts", counts)?;
+    out.set_item("bytes_completed", py_total(py, s.bytes_completed)?)?;
+    out.set_item("files_completed", py_total(py, f.files_completed)?)?;
+    out.set_item("first_ts", s.first_ts)?;
+    out.set_item("last_ts", s.last_ts)?;
+    let throughput = PyList::empty(py);
+    for b in f.throughput {
+        let d = PyDict::new(py);
+        d.set_item("start", format_ts(b.start))?;
+        d.set_item("items", b.items)?;
+        d.set_item("bytes", py_total(py, b.bytes)?)?;
+        throughput.append(d)?;
+    }
+    out.set_item("throughput", throughput)?;
+    let durations = PyDict::new(py);
+    let dur = f.durations;
+    durations.set_item("count", dur.count)?;
+    for (name, v) in [
+        ("p50", dur.p50),
+        ("p90", dur.p90),
+        ("p99", dur.p99),
+        ("max", dur.max),
+    ] {
+        durations.set_item(name, v)?;
+    }
+    out.set_item("durations", durations)?;
+    let retries = PyDict::new(py);
+    for (n, jobs) in f.retries {
+        retries.set_item(n, jobs)?;
+    }
+    out.set_item("retries", retries)?;
+    let workers = PyDict::new(py);
+    for (w, fig) in f.workers {
+        workers.set_item(w, py_figure(py, fig)?)?;
+    }
+    out.set_item("workers", workers)?;
+    let disks = PyDict::new(py);
+    for (name, fig) in f.disks {
+        disks.set_item(name, py_figure(py, fig)?)?;
+    }
+    out.set_item("disks", disks)?;
+    let errors = PyList::empty(py);
+    for c in f.errors {
+        let d = PyDict::new(py);
+        d.set_item("cause", c.cause)?;
+        d.set_item("count", c.count)?;
+        d.set_item("examples", c.examples)?;
+        errors.append(d)?;
+    }
+    out.set_item("errors", errors)?;
+    for (name, jobs) in [
+        ("failed_jobs", f.failed_jobs),
+        ("completed_jobs", f.completed_jobs),
+    ] {
+        let list = JobList {
+            inner: jobs,
+            path: path.clone(),
+        };
+        out.set_item(name, Py::new(py, list)?)?;
+    }
+    Ok(out)
+}
+
 /// Durable, thread-safe appends to one job log.
 #[pyclass(module = "iabulk._native", name = "Appender", frozen)]
 struct Appender {
@@ -439,8 +598,10 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<Appender>()?;
     m.add_class::<Bitmap>()?;
     m.add_class::<IdSet>()?;
+    m.add_class::<JobList>()?;
     m.add_class::<PendingJobs>()?;
     m.add_class::<Snapshot>()?;
     m.add_function(wrap_pyfunction!(scan, m)?)?;
+    m.add_function(wrap_pyfunction!(analyze, m)?)?;
     Ok(())
 }

@@ -149,7 +149,8 @@ def test_status_counts_garbage_lines_instead_of_failing(tmp_path: Path) -> None:
     result = run(["status", str(log), "--json"])
     assert result.returncode == 0, result.stderr
     report = json.loads(result.stdout)
-    assert report["total"] == 1 and report["pending"] == 1 and report["malformed"] == 2
+    counts = report["counts"]
+    assert counts["total"] == 1 and counts["pending"] == 1 and counts["malformed"] == 2
 
 
 def test_second_process_on_the_same_log_is_refused(tmp_path: Path, standin: Callable[..., ArchiveStandin]) -> None:

@@ -13,6 +13,7 @@ import json
 import os
 import signal
 import sys
+import time
 from collections.abc import Iterable, Sequence
 from types import FrameType
 from typing import Any
@@ -24,7 +25,7 @@ from iabulk.engine import MAX_WORKERS, BulkEngine
 from iabulk.errors import IabulkError, JobLogError, SourceError, TransientSourceError, UsageError
 from iabulk.joblog import JobLog
 from iabulk.progress import TransferBoard
-from iabulk.report import merge_snapshots, render_status, status_json
+from iabulk.report import merge_analytics, render_status
 from iabulk.shard import ShardError, parse_shard, shard_from_env
 from iabulk.sources import Source, itemlist_path, resolve
 from iabulk.throttle import AdaptiveLimit, RateGate, TokenBucket, parse_rate
@@ -120,6 +121,8 @@ def build_parser() -> argparse.ArgumentParser:
                      help="check existing files by md5 (default: size and mtime)")
     dl.add_argument("--limit-rate", metavar="RATE",
                     help="total bandwidth cap across all transfers, e.g. 10M or 500K (per second)")
+    dl.add_argument("--retry-failed", action="store_true",
+                    help="put the permanently failed jobs back to pending, then resume")
     dl.add_argument("--timeout", type=float, metavar="SECONDS",
                     help="network timeout (default 60)")
     dl.add_argument("--config-file", metavar="FILE",
@@ -132,35 +135,77 @@ def build_parser() -> argparse.ArgumentParser:
         description="Progress, failures and throughput of job logs (shards are merged).",
     )
     st.add_argument("joblogs", nargs="+", metavar="JOBLOG")
-    st.add_argument("--json", action="store_true", help="machine-readable output")
+    shown = st.add_mutually_exclusive_group()
+    shown.add_argument("--json", action="store_true", help="the full analytics, as JSON")
+    shown.add_argument("--failed", action="store_true",
+                       help="the permanently failed identifiers, one per line (for --itemlist)")
+    st.add_argument("--watch", nargs="?", type=float, const=5.0, metavar="SECONDS",
+                    help="refresh every few seconds (default 5) until Ctrl-C; never locks the log")
+
+    vf = commands.add_parser(
+        "verify",
+        help="re-check completed items on disk against their metadata",
+        description="Check every file of every completed item (size and md5) against the "
+        "item's metadata; with --requeue, put the damaged items back to pending so that the "
+        "next `iabulk download --joblog` fetches them again.",
+    )
+    vf.add_argument("joblog", metavar="JOBLOG")
+    vf.add_argument("--requeue", action="store_true",
+                    help="remove damaged files and mark their items pending again")
+    vf.add_argument("-w", "--workers", type=int, default=4, metavar="N",
+                    help="items checked at once (default 4)")
+    vf.add_argument("--destdir", action="append", metavar="DIR",
+                    help="where the items are (default: the destinations the run recorded)")
+    vf.add_argument("--config-file", metavar="FILE", help="ia configuration file")
+    vf.add_argument("-q", "--quiet", action="store_true", help="print nothing but problems")
     return parser
 
 
 # -- status --------------------------------------------------------------------
 
 
-def _scan_existing(paths: Sequence[str]) -> list[Snapshot]:
-    snapshots = []
+def _existing_logs(paths: Sequence[str]) -> list[JobLog]:
     for path in paths:
         if not os.path.exists(path):
             raise JobLogError(f"no such job log: {path}")
         if not os.path.isfile(path):
             raise JobLogError(f"not a job log (not a regular file): {path}")
-        try:
-            snapshots.append(JobLog(path).snapshot())
-        except OSError as exc:
-            raise JobLogError(f"cannot read job log {path}: {exc.strerror or exc}") from None
-    return snapshots
+        if not os.access(path, os.R_OK):
+            raise JobLogError(f"cannot read job log {path}: permission denied")
+    return [JobLog(path) for path in paths]
+
+
+def _analytics(logs: Sequence[JobLog]) -> list[dict[str, Any]]:
+    try:
+        return [log.analytics() for log in logs]
+    except OSError as exc:
+        raise JobLogError(f"cannot read job log: {exc.strerror or exc}") from None
 
 
 def cmd_status(args: argparse.Namespace) -> int:
-    snapshots = _scan_existing(args.joblogs)
-    merged = merge_snapshots(snapshots)
-    if args.json:
-        print(json.dumps(status_json(merged, args.joblogs), indent=2))
-    else:
-        print(render_status(merged, args.joblogs))
-    return 0
+    logs = _existing_logs(args.joblogs)
+    if args.failed:
+        for report in _analytics(logs):
+            for job in report["failed_jobs"]:
+                print(job["id"])
+        return 0
+    while True:
+        reports = _analytics(logs)
+        for report in reports:
+            del report["failed_jobs"], report["completed_jobs"]
+        merged = merge_analytics(reports, args.joblogs)
+        text = json.dumps(merged, indent=2) if args.json else render_status(merged)
+        if args.watch is None:
+            print(text)
+            return 0
+        if sys.stdout.isatty():
+            sys.stdout.write("\x1b[H\x1b[2J")
+        print(time.strftime("%Y-%m-%d %H:%M:%S") + f"  (every {args.watch:g} s; Ctrl-C to stop)")
+        print(text, flush=True)
+        try:
+            time.sleep(max(0.5, args.watch))
+        except KeyboardInterrupt:
+            return 0
 
 
 # -- download ------------------------------------------------------------------
@@ -545,7 +590,7 @@ def _is_event_line(line: bytes) -> bool:
 def _download(
     args: argparse.Namespace, joblog: JobLog, cli_source: Source | None, interrupts: _Interrupts
 ) -> int:
-    snapshot = joblog.snapshot(collect_ids=True)
+    snapshot = joblog.snapshot()
     recorded_source, recorded_options, recorded_op = _recorded_run(snapshot, args.joblog)
     if recorded_op != OP:
         raise JobLogError(f"{args.joblog} is a job log for '{recorded_op}', not {OP}")
@@ -577,14 +622,50 @@ def _download(
         joblog.write_record({"event": "source", "op": OP, "source": source.to_record(),
                              "options": {k: options[k] for k in _DEFAULTS}})
         say(f"resolving {source.describe()} …")
-        known = snapshot.ids if snapshot.ids is not None else IdSet()
+        # Only a resolve needs every identifier at hand (16+ bytes a job).
+        known = (joblog.snapshot(collect_ids=True).ids if snapshot.total else None) or IdSet()
         stats = resolve(joblog, source, OP, known, snapshot.max_seq, _search_fn(args.config_file))
         say(f"resolved: {stats.added} new job(s), {stats.duplicates} duplicate(s) "
             f"and {stats.empty} empty line(s) skipped")
         snapshot = joblog.snapshot()
         if snapshot.total == 0:
             raise UsageError(f"{source.describe()} gave no identifiers; nothing to do")
+    if args.retry_failed and snapshot.failed:
+        failed = joblog.analytics()["failed_jobs"]
+        count = joblog.requeue(failed.seqs(), reason="retry-failed")
+        say(f"{count} failed job(s) put back to pending")
+        snapshot = joblog.snapshot()
     return _run(args, joblog, snapshot, options, workers, disks, quiet, interrupts, say)
+
+
+def _download_worker(
+    config_file: str | None,
+    options: dict[str, Any],
+    disks: DiskPool,
+    transfers: int,
+    **tuning: Any,
+) -> DownloadWorker:
+    """A download worker with the ia configuration and the run's file selection."""
+    from internetarchive.auth import S3Auth
+
+    ia_session = _ia_session(config_file)
+    keys = (ia_session.access_key, ia_session.secret_key)
+    return DownloadWorker(
+        _session_factory(ia_session, transfers),
+        f"{ia_session.protocol}//{ia_session.host}",
+        disks,
+        DownloadOptions(
+            glob=options["glob"], exclude=options["exclude"], formats=options["format"],
+            sources=options["source"], exclude_sources=options["exclude_source"],
+            on_the_fly=options["on_the_fly"], no_directories=options["no_directories"],
+            ignore_existing=options["ignore_existing"], checksum=options["checksum"],
+            timeout=float(options["timeout"]),
+        ),
+        transfers=transfers,
+        gate=RateGate(),
+        metadata_auth=S3Auth(*keys) if all(keys) else None,
+        **tuning,
+    )
 
 
 def _run(
@@ -606,30 +687,10 @@ def _run(
     if len(pending) == 0:
         say(f"nothing left to do: {snapshot.completed} completed, {snapshot.failed} failed")
         return 1 if snapshot.failed else 0
-    ia_session = _ia_session(args.config_file)
     board = TransferBoard(workers)
     limit = AdaptiveLimit(workers)
-    from internetarchive.auth import S3Auth
-
-    auth = S3Auth(ia_session.access_key, ia_session.secret_key) if (
-        ia_session.access_key and ia_session.secret_key) else None
-    worker = DownloadWorker(
-        _session_factory(ia_session, workers),
-        f"{ia_session.protocol}//{ia_session.host}",
-        disks,
-        DownloadOptions(
-            glob=options["glob"], exclude=options["exclude"], formats=options["format"],
-            sources=options["source"], exclude_sources=options["exclude_source"],
-            on_the_fly=options["on_the_fly"], no_directories=options["no_directories"],
-            ignore_existing=options["ignore_existing"], checksum=options["checksum"],
-            timeout=float(options["timeout"]),
-        ),
-        transfers=workers,
-        board=board,
-        gate=RateGate(),
-        metadata_auth=auth,
-        limit=limit,
-        bucket=_bucket(options),
+    worker = _download_worker(
+        args.config_file, options, disks, workers, board=board, limit=limit, bucket=_bucket(options)
     )
     ui = make_ui(board, len(pending), quiet, level=lambda: f"{limit.current}/{limit.maximum}")
     limit.on_change = lambda level, most, why: ui.info(f"transfers {level}/{most}: {why}")
@@ -660,6 +721,42 @@ def _run(
     return 1 if left else 0
 
 
+def cmd_verify(args: argparse.Namespace) -> int:
+    from iabulk.verify import verify
+
+    [joblog] = _existing_logs([args.joblog])
+    snapshot = joblog.snapshot()
+    _, recorded, op = _recorded_run(snapshot, args.joblog)
+    if op != OP:
+        raise JobLogError(f"{args.joblog} is a job log for '{op}', not {OP}")
+    if not 1 <= args.workers <= MAX_WORKERS:
+        raise UsageError(f"--workers must be between 1 and {MAX_WORKERS}, not {args.workers}")
+    options = {**_DEFAULTS, **{k: v for k, v in recorded.items() if k in _DEFAULTS}}
+    destdirs = args.destdir or options["destdir"]
+    for dest in destdirs:
+        if not os.path.isdir(dest):
+            raise UsageError(f"destination directory does not exist: {dest}")
+    if args.requeue:  # hold the log before removing anything, so the requeue cannot be refused
+        try:
+            joblog.open_for_append()
+        except OSError as exc:
+            raise JobLogError(f"cannot open job log {args.joblog}: {exc.strerror or exc}") from None
+    worker = _download_worker(args.config_file, options, DiskPool(destdirs, check=False), 1)
+    try:
+        report = verify(joblog, worker, args.workers, quiet=args.quiet, repair=args.requeue)
+        if args.requeue and report.damaged:
+            try:
+                count = joblog.requeue(report.damaged, reason="verify")
+            except OSError as exc:
+                raise JobLogError(f"cannot requeue in {args.joblog}: {exc.strerror or exc}") from None
+            print(f"iabulk: {count} item(s) put back to pending; fetch them again with: "
+                  f"iabulk download --joblog {args.joblog}", file=sys.stderr)
+    finally:
+        worker.close()
+        joblog.close()
+    return 0 if report.ok else 1
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     try:
@@ -668,6 +765,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return cmd_download(args)
         if args.command == "status":
             return cmd_status(args)
+        if args.command == "verify":
+            return cmd_verify(args)
         parser.print_help(sys.stderr)
         return 2
     except IabulkError as exc:

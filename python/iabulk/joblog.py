@@ -17,12 +17,23 @@ import json
 import os
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from typing import Any
 
-from iabulk._native import MAX_SEQ, Appender, Bitmap, PendingJobs, Snapshot, scan
+from iabulk._native import (
+    MAX_SEQ,
+    Appender,
+    Bitmap,
+    JobList,
+    PendingJobs,
+    Snapshot,
+    analyze,
+    scan,
+)
 
-__all__ = ["JobLog", "Bitmap", "Snapshot", "PendingJobs", "MAX_SEQ", "utc_ts", "encode_line"]
+__all__ = [
+    "JobLog", "Bitmap", "Snapshot", "PendingJobs", "JobList", "MAX_SEQ", "utc_ts", "encode_line",
+]
 
 
 def utc_ts() -> str:
@@ -120,6 +131,22 @@ class JobLog:
             # Upstream treats a log that does not exist yet as empty.
             return scan(os.devnull, collect_ids)
         return scan(self.path, collect_ids)
+
+    def analytics(self, bucket_seconds: int = 60) -> dict[str, Any]:
+        """Counts, bytes, throughput, durations, retries, workers, disks, error causes,
+        and the lazy lists of completed and failed jobs: one pass in Rust (see
+        :func:`iabulk._native.analyze` for every field)."""
+        path = self.path if os.path.exists(self.path) else os.devnull
+        return analyze(path, bucket_seconds)
+
+    def requeue(self, seqs: Iterable[int], reason: str) -> int:
+        """Put finished jobs back to pending (a ``requeued`` line each); durable on return."""
+        count = 0
+        for seq in seqs:
+            self.note_event("requeued", seq, reason=reason)
+            count += 1
+        self.sync()
+        return count
 
     def build_resume_bitmap(self) -> Bitmap:
         """The done seqs: last terminal event ``completed`` or a permanent failure."""

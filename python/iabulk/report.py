@@ -9,13 +9,15 @@ gives each log's own next to the overall count and maximum.
 
 from __future__ import annotations
 
+import calendar
+import time
 from collections import Counter, defaultdict
 from collections.abc import Sequence
 from typing import Any
 
 from iabulk.ui import human_bytes
 
-__all__ = ["merge_analytics", "render_status", "eta_seconds", "TOP_CAUSES"]
+__all__ = ["merge_analytics", "render_status", "recent_rate", "eta_seconds", "TOP_CAUSES"]
 
 TOP_CAUSES = 5
 RECENT_BUCKETS = 10
@@ -47,7 +49,7 @@ def merge_analytics(reports: Sequence[dict[str, Any]], paths: Sequence[str]) -> 
         for error in report["errors"]:
             merged = causes.setdefault(error["cause"], {"count": 0, "examples": []})
             merged["count"] += error["count"]
-            merged["examples"] = (merged["examples"] + error["examples"])[:3]
+            merged["examples"] = list(dict.fromkeys(merged["examples"] + error["examples"]))[:3]
     stamps = [r[k] for r in reports for k in ("first_ts", "last_ts") if r[k]]
     durations = [r["durations"] for r in reports]
     return {
@@ -76,14 +78,37 @@ def merge_analytics(reports: Sequence[dict[str, Any]], paths: Sequence[str]) -> 
     }
 
 
+def _epoch(ts: str | None) -> float | None:
+    try:
+        return calendar.timegm(time.strptime(ts or "", "%Y%m%dT%H%M%SZ"))
+    except ValueError:
+        return None
+
+
+def recent_rate(report: dict[str, Any]) -> tuple[float, float]:
+    """(items/s, bytes/s) over the last :data:`RECENT_BUCKETS` buckets of completions.
+
+    The span runs from the start of the first of those buckets (or the log's
+    first timestamp, if later) to its last timestamp, so a run of a few
+    seconds is not averaged over a whole minute.
+    """
+    recent = report["throughput"][-RECENT_BUCKETS:]
+    if not recent:
+        return 0.0, 0.0
+    start, first, last = (_epoch(t) for t in (recent[0]["start"], report["first_ts"],
+                                               report["last_ts"]))
+    if start is None or last is None:
+        return 0.0, 0.0
+    span = max(1.0, last - max(start, first or start) + 1)
+    return sum(b["items"] for b in recent) / span, sum(b["bytes"] for b in recent) / span
+
+
 def eta_seconds(report: dict[str, Any]) -> float | None:
     """Seconds to finish the pending jobs at the recent completion rate."""
-    recent = report["throughput"][-RECENT_BUCKETS:]
-    items = sum(b["items"] for b in recent)
-    if not recent or not items:
+    items_per_second, _ = recent_rate(report)
+    if not items_per_second:
         return None
-    span = len(recent) * 60.0
-    return report["counts"]["pending"] * span / items
+    return report["counts"]["pending"] / items_per_second
 
 
 def _duration(seconds: float | None) -> str:
@@ -116,9 +141,7 @@ def render_status(report: dict[str, Any]) -> str:
     c = report["counts"]
     total = c["total"]
     name = paths[0] if len(paths) == 1 else f"{len(paths)} job logs"
-    recent = report["throughput"][-RECENT_BUCKETS:]
-    rate_items = sum(b["items"] for b in recent) / (len(recent) * 60.0) if recent else 0.0
-    rate_bytes = sum(b["bytes"] for b in recent) / (len(recent) * 60.0) if recent else 0.0
+    rate_items, rate_bytes = recent_rate(report)
     done = c["completed"] + c["failed"]
     lines = [
         f"{name}: {done:,}/{total:,} jobs done ({_pct(done, total).strip()})"

@@ -21,7 +21,9 @@ __all__ = ["verify", "VerifyReport", "Checker"]
 
 
 class Checker(Protocol):
-    def check(self, identifier: str, cancel: threading.Event) -> list[str]: ...
+    def check(
+        self, identifier: str, cancel: threading.Event, remove_damaged: bool = False
+    ) -> list[str]: ...
 
 
 @dataclass
@@ -37,8 +39,13 @@ class VerifyReport:
         return not self.damaged and not self.unchecked
 
 
-def verify(log: JobLog, checker: Checker, workers: int, quiet: bool = False) -> VerifyReport:
-    """Check every completed job of ``log``; print one line per problem item."""
+def verify(
+    log: JobLog, checker: Checker, workers: int, quiet: bool = False, repair: bool = False
+) -> VerifyReport:
+    """Check every completed job of ``log``; print one line per problem item.
+
+    ``repair`` removes the damaged files (the caller then requeues their items).
+    """
     completed = log.analytics()["completed_jobs"]
     report = VerifyReport()
     cancel = threading.Event()
@@ -50,7 +57,7 @@ def verify(log: JobLog, checker: Checker, workers: int, quiet: bool = False) -> 
 
     def check(job: dict[str, Any]) -> tuple[dict[str, Any], list[str] | str]:
         try:
-            return job, checker.check(job["id"], cancel)
+            return job, checker.check(job["id"], cancel, remove_damaged=repair)
         except Exception as exc:  # one unreadable item must not stop the others
             return job, f"{type(exc).__name__}: {exc}"
 

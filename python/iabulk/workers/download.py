@@ -268,6 +268,42 @@ class DownloadWorker(BaseWorker):
             return response
         raise _RateLimited(f"HTTP {response.status_code} (rate limited) from {_host(url)}")
 
+    def check(self, identifier: str, cancel: threading.Event, remove_damaged: bool = False) -> list[str]:
+        """What is wrong with a downloaded item on disk, by its current metadata.
+
+        Empty when every selected file is present with the listed size and
+        md5. Raises if the metadata cannot be had (the item cannot be judged).
+        ``remove_damaged`` deletes files of the wrong size or md5, so that a
+        resume fetches them again instead of trusting their size and mtime.
+        """
+        try:
+            metadata = self._metadata(identifier, cancel)
+        except (_Permanent, _Transient, _RateLimited) as exc:
+            raise RuntimeError(str(exc)) from None
+        files, _ = self._select(identifier, metadata)
+        subdir = "" if self.options.no_directories else identifier
+        home = self.disks.holding(subdir)
+        if home is None:
+            return ["item directory missing"]
+        problems = []
+        for f in files:
+            path = os.path.join(home, subdir, f.name)
+            try:
+                size = os.stat(path).st_size
+            except OSError:
+                if not f.optional:
+                    problems.append(f"missing {f.name}")
+                continue
+            if f.size is not None and size != f.size:
+                problems.append(f"wrong size {f.name} ({size} of {f.size} bytes)")
+            elif f.md5 is not None and _file_md5(path) != f.md5:
+                problems.append(f"md5 mismatch {f.name}")
+            else:
+                continue
+            if remove_damaged:
+                _remove(path)
+        return problems
+
     def _metadata(self, identifier: str, cancel: threading.Event) -> dict[str, Any]:
         url = f"{self.base_url}/metadata/{quote(identifier, safe='')}"
         response = self._get(url, cancel, auth=self._metadata_auth)

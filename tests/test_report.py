@@ -1,0 +1,52 @@
+"""The status report's arithmetic: recent rate, ETA, merging shards."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from iabulk.report import eta_seconds, merge_analytics, recent_rate, render_status
+
+
+def report(pending: int, buckets: list[tuple[str, int, int]], first: str, last: str) -> dict[str, Any]:
+    return {
+        "counts": {"total": 100, "completed": 100 - pending, "failed": 0, "pending": pending,
+                   "in_flight": 0, "malformed": 0},
+        "bytes_completed": sum(b for _, _, b in buckets),
+        "files_completed": 7,
+        "first_ts": first,
+        "last_ts": last,
+        "throughput": [{"start": s, "items": i, "bytes": b} for s, i, b in buckets],
+        "durations": {"count": 3, "p50": 1.0, "p90": 2.0, "p99": 3.0, "max": 3.0},
+        "retries": {0: 5, 2: 1},
+        "workers": {0: {"completed": 3, "bytes": 30}},
+        "disks": {"/a": {"completed": 3, "bytes": 30}},
+        "errors": [{"cause": "HTTP N", "count": 2, "examples": ["x"]}],
+    }
+
+
+def test_rate_over_a_short_run_uses_its_real_span() -> None:
+    r = report(60, [("20261128T100000Z", 40, 4000)], "20261128T100010Z", "20261128T100029Z")
+    items, nbytes = recent_rate(r)
+    assert items == 2.0 and nbytes == 200.0  # 40 items in 20 s, not in a minute
+    assert eta_seconds(r) == 30.0
+
+
+def test_no_completions_no_eta() -> None:
+    assert eta_seconds(report(100, [], "20261128T100000Z", "20261128T100000Z")) is None
+
+
+def test_merge_adds_counts_buckets_and_causes() -> None:
+    a = report(10, [("20261128T100000Z", 5, 50)], "20261128T100000Z", "20261128T100059Z")
+    b = report(20, [("20261128T100000Z", 1, 10), ("20261128T100100Z", 2, 20)],
+               "20261128T095900Z", "20261128T100130Z")
+    merged = merge_analytics([a, b], ["a.jsonl", "b.jsonl"])
+    assert merged["counts"]["total"] == 200 and merged["counts"]["pending"] == 30
+    assert merged["throughput"] == [
+        {"start": "20261128T100000Z", "items": 6, "bytes": 60},
+        {"start": "20261128T100100Z", "items": 2, "bytes": 20},
+    ]
+    assert merged["first_ts"] == "20261128T095900Z" and merged["last_ts"] == "20261128T100130Z"
+    assert merged["errors"] == [{"cause": "HTTP N", "count": 4, "examples": ["x"]}]
+    assert merged["retries"] == {0: 10, 2: 2}
+    assert merged["durations"]["count"] == 6 and len(merged["durations"]["per_log"]) == 2
+    assert "2 job logs" in render_status(merged)

@@ -390,13 +390,83 @@ const PAGE: usize = 1 << PAGE_BITS;
 /// for them.
 #[derive(Default, Clone)]
 struct Slots {
-    pages: Vec<Option<Box<[Slot]>>>,
+    pages: Vec<Option<Page>>,
     big: SeqMap<Cand>,
     retries: SeqMap<u64>,
 }
 
-fn empty_page() -> Box<[Slot]> {
-    vec![Slot::default(); PAGE].into_boxed_slice()
+/// [`PAGE`] empty slots in an anonymous mapping of their own, unmapped when
+/// dropped. (Heap memory freed once the slots are added up would stay
+/// resident, and the job lists made next would come on top of it.)
+struct Page {
+    ptr: std::ptr::NonNull<Slot>,
+}
+
+const PAGE_BYTES: usize = PAGE * std::mem::size_of::<Slot>();
+
+impl Page {
+    fn new() -> Page {
+        // SAFETY: a fresh private anonymous mapping: no file, no other owner.
+        let at = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                PAGE_BYTES,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+                -1,
+                0,
+            )
+        };
+        match std::ptr::NonNull::new(at.cast::<Slot>()) {
+            Some(ptr) if at != libc::MAP_FAILED => Page { ptr },
+            _ => std::alloc::handle_alloc_error(
+                std::alloc::Layout::from_size_align(PAGE_BYTES, 4096)
+                    .unwrap_or_else(|_| std::alloc::Layout::new::<Slot>()),
+            ),
+        }
+    }
+}
+
+impl std::ops::Deref for Page {
+    type Target = [Slot];
+    fn deref(&self) -> &[Slot] {
+        // SAFETY: the mapping holds PAGE slots (zero-filled, and all zeros is
+        // an empty Slot), is page-aligned and lives as long as `self`.
+        unsafe { std::slice::from_raw_parts(self.ptr.as_ptr(), PAGE) }
+    }
+}
+
+impl std::ops::DerefMut for Page {
+    fn deref_mut(&mut self) -> &mut [Slot] {
+        // SAFETY: as in `deref`, and `&mut self` is the only access.
+        unsafe { std::slice::from_raw_parts_mut(self.ptr.as_ptr(), PAGE) }
+    }
+}
+
+impl Drop for Page {
+    fn drop(&mut self) {
+        // SAFETY: the mapping made in `Page::new`, unmapped once.
+        unsafe {
+            libc::munmap(self.ptr.as_ptr().cast(), PAGE_BYTES);
+        }
+    }
+}
+
+impl Clone for Page {
+    fn clone(&self) -> Page {
+        let mut page = Page::new();
+        page.copy_from_slice(self);
+        page
+    }
+}
+
+// SAFETY: a Page owns its mapping exclusively, like a Box<[Slot]>.
+unsafe impl Send for Page {}
+// SAFETY: shared access is read-only, like &[Slot].
+unsafe impl Sync for Page {}
+
+fn empty_page() -> Page {
+    Page::new()
 }
 
 impl Slots {
@@ -698,8 +768,16 @@ impl scan::Visitor for Pass {
         lists: &[Vec<K>],
         file: &Arc<File>,
     ) -> io::Result<Figures> {
+        let Pass {
+            bucket_seconds,
+            slots,
+            disks,
+            messages,
+            failures,
+            ..
+        } = self;
         let mut sums = Sums::default();
-        for (p, page) in self.slots.pages.iter().enumerate() {
+        for (p, page) in slots.pages.iter().enumerate() {
             let Some(page) = page else { continue };
             for (k, &s) in page.iter().enumerate() {
                 if s.flags & TERM == 0 {
@@ -708,34 +786,27 @@ impl scan::Visitor for Pass {
                 let seq = ((p << PAGE_BITS) | k) as u32;
                 let outcome = outcomes.of(seq);
                 if matches!(outcome, Outcome::Completed | Outcome::Failed) {
-                    *sums
-                        .retries
-                        .entry(self.slots.retries_of(seq, s))
-                        .or_insert(0) += 1;
+                    sums.retries(slots.retries_of(seq, s));
                 }
                 if outcome == Outcome::Completed && s.flags & CAND != 0 {
                     if s.flags & (BIG | ORPHAN) == 0 {
-                        sums.add_compact(s, outcomes.item_size(seq), self.bucket_seconds);
+                        sums.add_compact(s, outcomes.item_size(seq), bucket_seconds);
                     } else {
-                        let mut c = self.slots.cand(seq, s);
+                        let mut c = slots.cand(seq, s);
                         if s.flags & ORPHAN != 0 {
                             // An orphan of the first range: no attempt.
                             (c.dur, c.worker) = (None, None);
                         }
-                        sums.add(&c, outcomes.item_size(seq), self.bucket_seconds);
+                        sums.add(&c, outcomes.item_size(seq), bucket_seconds);
                     }
                 }
             }
         }
+        drop(slots); // before the job lists are made: a lower peak
+        let errors = causes(&messages, &failures, lists, file)?;
+        drop(failures);
         let (completed_jobs, failed_jobs) = job_lists(outcomes, lists, file);
-        let errors = causes(&self.messages, &self.failures, lists, file)?;
-        Ok(sums.figures(
-            self.bucket_seconds,
-            &self.disks,
-            errors,
-            completed_jobs,
-            failed_jobs,
-        ))
+        Ok(sums.figures(bucket_seconds, &disks, errors, completed_jobs, failed_jobs))
     }
 }
 
@@ -844,7 +915,9 @@ struct Sums {
     workers: Vec<Tally>,
     other_workers: BTreeMap<u64, Tally>,
     disks: Vec<Tally>,
-    retries: BTreeMap<u64, u64>,
+    /// Done jobs by retried failures: below 256 by index, others in the map.
+    few_retries: Vec<u64>,
+    many_retries: BTreeMap<u64, u64>,
 }
 
 impl Sums {
@@ -870,6 +943,19 @@ impl Sums {
             if let Some(d) = tally.bytes.digits {
                 t.bytes.add_digits(&d);
             }
+        }
+    }
+
+    #[inline]
+    fn retries(&mut self, n: u64) {
+        if n < 256 {
+            let n = n as usize;
+            if self.few_retries.len() <= n {
+                self.few_retries.resize(n + 1, 0);
+            }
+            self.few_retries[n] += 1;
+        } else {
+            *self.many_retries.entry(n).or_insert(0) += 1;
         }
     }
 
@@ -1023,7 +1109,14 @@ impl Sums {
             files_completed: self.files.value(),
             throughput,
             durations,
-            retries: self.retries.into_iter().collect(),
+            retries: self
+                .few_retries
+                .iter()
+                .enumerate()
+                .filter(|(_, &jobs)| jobs > 0)
+                .map(|(n, &jobs)| (n as u64, jobs))
+                .chain(self.many_retries)
+                .collect(),
             workers,
             disks: disk_figures,
             errors,

@@ -204,7 +204,8 @@ pub fn error_cause(message: &str, id: Option<&str>) -> String {
             hosts.push_str(&text[start..i]);
         }
     }
-    // Numbers: runs of digits, but a status code after "HTTP " stays.
+    // Numbers: runs of digits, but a status code after "HTTP " stays, and
+    // so do digits that end a word (md5, sha256, mp4).
     let b = hosts.as_bytes();
     let mut out = String::with_capacity(hosts.len());
     let mut i = 0;
@@ -214,7 +215,8 @@ pub fn error_cause(message: &str, id: Option<&str>) -> String {
             while i < b.len() && b[i].is_ascii_digit() {
                 i += 1;
             }
-            if i - start == 3 && hosts[..start].ends_with("HTTP ") {
+            let after_letter = start > 0 && b[start - 1].is_ascii_alphabetic();
+            if after_letter || (i - start == 3 && hosts[..start].ends_with("HTTP ")) {
                 out.push_str(&hosts[start..i]);
             } else {
                 out.push('N');
@@ -1469,7 +1471,7 @@ mod tests {
         );
         assert_eq!(
             c("md5 mismatch for nasa-42/x.pdf", Some("nasa-42")),
-            "mdN mismatch for <id>/<host>"
+            "md5 mismatch for <id>/<host>"
         );
         assert_eq!(
             c("item nasa-42 is dark", Some("nasa-42")),
@@ -1480,6 +1482,10 @@ mod tests {
             "item nasa-N is dark"
         );
         assert_eq!(c("item nasa-42 is dark", Some("")), "item nasa-N is dark");
+        assert_eq!(
+            c("item nasa42 is dark", Some("nasa-7")),
+            "item nasa42 is dark"
+        );
         // Only whole words: not inside a longer name.
         assert_eq!(
             c("from f: f-1 f_2 f.3 (f) af fa", Some("f")),
@@ -1492,8 +1498,12 @@ mod tests {
             c("https://ia8.us.archive.org:443/7/items/x", None),
             "https://<host>:N/N/items/x"
         );
-        assert_eq!(c("..a.b.. 1.2.c3 .x", None), "..<host>.. N.N.cN .x");
-        assert_eq!(c("café 12 ☃ v2.0 über.de", None), "café N ☃ vN.N ü<host>");
+        assert_eq!(c("..a.b.. 1.2.c3 .x", None), "..<host>.. N.N.c3 .x");
+        assert_eq!(c("café 12 ☃ v2.0 über.de", None), "café N ☃ v2.N ü<host>");
+        assert_eq!(
+            c("sha256 of mp4 x86_64 0x1f 7z", None),
+            "sha256 of mp4 x86_N Nx1f Nz"
+        );
         assert_eq!(c("", None), "");
     }
 

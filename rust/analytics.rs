@@ -520,7 +520,10 @@ impl Slots {
         };
         let code = |v: Option<u64>| match v {
             None => Some(NO_CODE),
-            Some(v) => u8::try_from(v + 1).ok().filter(|&c| c != u8::MAX),
+            Some(v) => v
+                .checked_add(1)
+                .and_then(|c| u8::try_from(c).ok())
+                .filter(|&c| c != u8::MAX),
         };
         let (worker, disk) = (code(c.worker), code(c.disk.map(u64::from)));
         let slot = self.slot(seq);
@@ -1678,6 +1681,10 @@ mod tests {
                 at(0, 4)
             ),
             &format!(r#"{{"event":"completed","seq":4,"ts":"{}"}}"#, at(0, 8)),
+            // The largest worker there can be.
+            r#"{"event":"job","seq":5,"id":"e"}"#,
+            r#"{"event":"started","seq":5,"worker":18446744073709551615}"#,
+            r#"{"event":"completed","seq":5}"#,
         ]);
         let f = analyze_text(&text, 60).figures;
         assert_eq!(
@@ -1686,6 +1693,7 @@ mod tests {
                 (Some(1), fig(1, 0)),
                 (Some(3), fig(1, 0)),
                 (Some(4), fig(1, 0)),
+                (Some(u64::MAX), fig(1, 0)),
                 (None, fig(1, 0))
             ]
         );

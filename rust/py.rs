@@ -595,6 +595,7 @@ impl Appender {
 #[pymodule]
 fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("MAX_SEQ", MAX_SEQ)?;
+    m.add("MAX_BUCKETS", analytics::MAX_BUCKETS)?;
     m.add_class::<Appender>()?;
     m.add_class::<Bitmap>()?;
     m.add_class::<IdSet>()?;

@@ -48,7 +48,18 @@ Job-log semantics (format v1, see DESIGN.md), which the scan implements and
 from collections.abc import Iterator
 from typing import Any, final
 
-__all__ = ["MAX_SEQ", "Appender", "Bitmap", "IdSet", "PendingJobs", "Snapshot", "scan"]
+__all__ = [
+    "MAX_BUCKETS",
+    "MAX_SEQ",
+    "Appender",
+    "Bitmap",
+    "IdSet",
+    "JobList",
+    "PendingJobs",
+    "Snapshot",
+    "analyze",
+    "scan",
+]
 
 MAX_SEQ: int
 """The seq cap, 100,000,000."""
@@ -181,49 +192,82 @@ class JobList:
     """Lazy sequence of job lines (dicts), in seq order, read when reached.
 
     The same mechanism as :class:`PendingJobs`, for other selections
-    (the completed jobs, the permanently failed jobs).
+    (the completed jobs, the permanently failed jobs): 8 bytes per job.
     """
 
     def __len__(self) -> int: ...
     def __iter__(self) -> Iterator[dict[str, Any]]: ...
-    def __getitem__(self, index: int) -> dict[str, Any]: ...
-    def seqs(self) -> list[int]: ...
+    def __getitem__(self, index: int, /) -> dict[str, Any]:
+        """The ``index``-th job (negative indexes count from the end)."""
+    def seqs(self) -> list[int]:
+        """The seqs, in order."""
+
+MAX_BUCKETS: int
+"""The most throughput buckets :func:`analyze` reports, 100,000."""
 
 def analyze(path: str, bucket_seconds: int = 60) -> dict[str, Any]:
     """Everything the job log says about a run, in one pass (every core if it pays).
 
-    Same line rules as :func:`scan`. Returns plain Python values:
+    Same line rules as :func:`scan` (it is the scan, with more read from the
+    lines it accepts). OSError if the file cannot be read, ValueError if
+    ``bucket_seconds < 1``; never raises for content. Returns plain Python
+    values (ints of any size, no floats):
 
     * ``counts``: ``{"total", "completed", "failed", "pending", "in_flight",
       "malformed"}``, exactly as :class:`Snapshot` counts them.
     * ``bytes_completed`` (as :class:`Snapshot`), ``files_completed``: the sum
-      of ``extra.files`` (a non-negative integer) over the same completions.
+      of ``extra.files`` (a non-negative integer of any size, else 0) over the
+      same completions: the *counted* completions, i.e. the last ``completed``
+      event of each job that is completed.
     * ``first_ts``, ``last_ts``: as :class:`Snapshot`.
+    * A ``ts`` is *parsable* when it is a string of exactly 16 characters
+      ``YYYYMMDDTHHMMSSZ`` (ASCII digits), a real date in years 0001-9999,
+      hour below 24, minute and second below 60; it is read as UTC.
     * ``throughput``: ``[{"start": ts, "items": n, "bytes": b}, …]``, one
-      bucket per ``bucket_seconds`` of the ``ts`` of counted ``completed``
-      events (``ts`` parsed as UTC ``%Y%m%dT%H%M%SZ``; completions without a
-      parsable ts are left out of the buckets), sorted by start, with empty
-      buckets between the first and last included; ``start`` is formatted
-      like ``ts``.
-    * ``durations``: seconds from a job's last ``started`` to its counted
-      ``completed`` (both with parsable ts, difference ≥ 0):
-      ``{"count", "p50", "p90", "p99", "max"}`` (nearest-rank percentiles,
-      ``None`` when count is 0).
+      bucket per ``bucket_seconds`` of the parsable ``ts`` of counted
+      completions (others are left out of the buckets), oldest first, with the
+      empty buckets between the first and the last included. Buckets start at
+      multiples of ``bucket_seconds`` counted from 0001-01-01T00:00:00Z (for
+      sizes that divide a day: on the minute, the hour, midnight), so the
+      buckets of logs analysed separately line up; ``start`` is formatted like
+      ``ts``. At most :data:`MAX_BUCKETS`, the most recent: completions older
+      than that are left out of the buckets (choose a larger
+      ``bucket_seconds`` to see them).
+    * An *attempt* of a job runs from a ``started`` line to the job's next
+      ``completed``/``failed``/``requeued`` line; the attempt of a counted
+      completion is the last ``started`` of the job with none of those three
+      between it and the completion (a completion may have none, e.g. after a
+      ``failed`` with no new ``started``).
+    * ``durations``: seconds from the attempt's ``started`` to the counted
+      completion, when both have a parsable ``ts`` and the difference is
+      ``>= 0``: ``{"count", "p50", "p90", "p99", "max"}``, ints, nearest-rank
+      percentiles (the ``ceil(p * count / 100)``-th smallest), ``None`` when
+      count is 0.
     * ``retries``: ``{n: jobs}`` over jobs that are done (completed or failed
-      permanently): ``n`` = their ``failed`` events that were not permanent.
-      Keys are ints.
-    * ``workers``: ``{worker: {"completed": n, "bytes": b}}``: the integer
-      ``worker`` of the last ``started`` before each counted completion
-      (completions without one count under ``None``).
+      permanently): ``n`` = their ``failed`` events that were not permanent,
+      anywhere in the log. Keys are ints, in increasing order.
+    * ``workers``: ``{worker: {"completed": n, "bytes": b}}``: the ``worker``
+      of the attempt's ``started`` of each counted completion, when it is an
+      integer in ``0..2**64-1``; completions without one count under
+      ``None``. Increasing worker order, ``None`` last.
     * ``disks``: ``{disk: {"completed": n, "bytes": b}}`` from the string
-      ``extra.disk`` of counted completions.
+      ``extra.disk`` of counted completions (completions without one are left
+      out), in disk order.
     * ``errors``: ``[{"cause", "count", "examples"}, …]`` over all ``failed``
-      events with a string ``error``: ``cause`` is the message normalised
-      (the failing job's own id replaced by ``<id>``; host names — words with
-      a dot and a letter-only last label, such as ``ia801234.us.archive.org``
-      — by ``<host>``; runs of digits by ``N``, except a 3-digit number right
-      after ``HTTP `` which stays); ``examples`` holds up to 3 distinct ids in
-      order of first appearance; most frequent first, ties by cause.
+      events with a string ``error`` (the messages of :attr:`Snapshot.errors`).
+      ``cause`` is the message with, in this order: the failing job's own id
+      (from its job line, if it has one and the id is not empty) replaced by
+      ``<id>`` wherever it stands as a whole word (not next to an ASCII letter,
+      digit, ``-`` or ``_``); then host names replaced by ``<host>``: in each
+      maximal run of ASCII letters, digits, ``.``, ``-`` and ``_``, the run
+      without its leading and trailing dots, when that holds a dot and ends in
+      a label of ASCII letters only (``ia801234.us.archive.org``; a file name
+      such as ``x.pdf`` looks the same and is replaced too); then every run of
+      ASCII digits by ``N``, except a run right after an ASCII letter
+      (``md5``, ``sha256``) and a 3-digit run right after ``HTTP `` (``HTTP
+      503``), which stay. ``examples``: up to 3 distinct ids of failing jobs
+      that have a job line, in order of first appearance. Most frequent first,
+      ties by cause.
     * ``failed_jobs``, ``completed_jobs``: :class:`JobList` of the jobs whose
-      final state is a permanent failure / completed.
+      final state is a permanent failure / completed (``len`` = the counts).
     """

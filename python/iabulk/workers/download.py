@@ -211,6 +211,9 @@ class DownloadWorker(BaseWorker):
         self._open: list[_Work] = []
         self._streams = 0
         self._helpers = 0
+        # --no-directories: which item of this run each file name belongs to.
+        self._claims: dict[str, str] = {}
+        self._claims_lock = threading.Lock()
 
     def close(self) -> None:
         self._pool.shutdown(wait=True, cancel_futures=True)
@@ -358,10 +361,24 @@ class DownloadWorker(BaseWorker):
                 chosen.append(_File(identifier + suffix, None, None, None, optional=True))
         return chosen, refused
 
+    def _claim(self, identifier: str, files: list[_File]) -> None:
+        """Under --no-directories all items share one directory: a file name that
+        another item of this run uses would overwrite that item's file (or race
+        it), so the item asking second is refused. (Across runs nothing tells
+        whose a file is; as with ``ia download``, the last one wins.)"""
+        with self._claims_lock:
+            taken = [(f.name, owner) for f in files
+                     if (owner := self._claims.setdefault(f.name, identifier)) != identifier]
+        if taken:
+            name, owner = taken[0]
+            raise _Permanent(f"--no-directories: {name!r} is also a file of item {owner}")
+
     def _download_item(
         self, identifier: str, files: list[_File], refused: list[str], cancel: threading.Event
     ) -> WorkerResult:
         subdir = "" if self.options.no_directories else identifier
+        if self.options.no_directories:
+            self._claim(identifier, files)
         remaining = sum(f.size or 0 for f in files)
         reservation = self.disks.reserve(subdir, remaining, lambda root: _present(root, files))
         item = _Item(identifier, os.path.join(reservation.path, subdir), reservation)

@@ -236,7 +236,7 @@ def check_consistent(view: LogView, disks: DiskChecker, wanted: set[str]) -> Non
 # -- running iabulk --------------------------------------------------------------
 
 # Loaded by the child through PYTHONPATH: stops the process (SIGSTOP) right
-# after the Nth rename of a ``.iabulk-part`` file into place, and says so by
+# after the Nth rename of a ``.iabulk-part`` file (or another suffix) into place, and says so by
 # writing a marker file. The test then SIGKILLs it: a crash exactly between a
 # file's rename and its item's ``completed`` line.
 FREEZE_HOOK = """
@@ -244,13 +244,14 @@ import os, signal, threading
 _spec = os.environ.get("IABULK_TEST_FREEZE_AFTER_RENAME")
 if _spec:
     _n, _marker = _spec.split(":", 1)
+    _suffix = os.environ.get("IABULK_TEST_FREEZE_SUFFIX", ".iabulk-part")
     _left = [int(_n)]
     _lock = threading.Lock()
     _replace = os.replace
 
     def replace(src, dst, *args, **kwargs):
         _replace(src, dst, *args, **kwargs)
-        if os.fspath(src).endswith(".iabulk-part"):
+        if os.fspath(src).endswith(_suffix):
             with _lock:
                 _left[0] -= 1
                 hit = _left[0] == 0
@@ -1591,3 +1592,188 @@ def test_the_job_logs_own_disk_filling_up_stops_cleanly_and_resumes(
     view = read_log(log)
     check_consistent(view, disks, set(corpus.identifiers()))
     assert view.completed_ids == set(corpus.identifiers())
+
+
+def test_a_kill_while_a_long_resolve_has_flushed_part_of_its_job_lines(
+    standin: Callable[..., ArchiveStandin], tmp_path: Path
+) -> None:
+    """Job lines are batched (1 MiB); a search longer than that is killed after a
+    batch reached the file and before ``resolved``: the resume adds the rest,
+    nothing twice, seqs still increasing."""
+    corpus = Corpus()
+    for i in range(16000):
+        corpus.add_item(f"long-resolve-item-{i:06d}", [("a.txt", 10)], collection="lr")
+    plan = FaultPlan(first_byte_delay=0.4)
+    for page in range(2, 9):
+        plan.fail_search_page(page, ["slow_first_byte"])
+    srv = standin(corpus, plan)
+    log = tmp_path / "lr.jsonl"
+    args = [
+        "download",
+        "--search",
+        "collection:lr",
+        "--search-param",
+        "count:2000",
+        "--joblog",
+        str(log),
+        "--destdir",
+        str(tmp_path),
+        "--disk-margin",
+        "0",
+        "-q",
+    ]
+    proc = subprocess.Popen([IABULK, *args], env=srv.client_env(), stderr=subprocess.DEVNULL)
+    try:
+        assert wait_until(lambda: _size(log) > 1 << 20, 120, proc), "no batch reached the log"
+        assert not read_log(log).resolved
+    finally:
+        proc.kill()
+        proc.wait()
+    partial = read_log(log)
+    assert 0 < len(partial.jobs) < 16000
+    proc = subprocess.Popen([IABULK, *args], env=srv.client_env(), stderr=subprocess.DEVNULL)
+    try:
+        assert wait_until(lambda: read_log(log).resolved, 120, proc)
+    finally:
+        proc.kill()
+        proc.wait()
+    view = read_log(log)
+    assert not view.malformed and view.seq_order_ok
+    assert set(view.job_lines) == set(corpus.identifiers())
+    assert max(view.job_lines.values()) == 1
+    assert sorted(view.jobs) == list(range(1, 16001))
+
+
+class DoubleListing(Corpus):
+    """Lists one file of an item twice in its metadata, as a hostile server may."""
+
+    def metadata_doc(self, item: Any) -> dict[str, Any]:
+        doc = super().metadata_doc(item)
+        doc["files"] = [doc["files"][0], *doc["files"]]
+        return doc
+
+
+def test_a_file_listed_twice_in_metadata_is_fetched_once(
+    standin: Callable[..., ArchiveStandin], tmp_path: Path
+) -> None:
+    corpus = DoubleListing()
+    corpus.add_item("twice", [("x.bin", 2 * MIB), ("y.bin", 1000)], collection="c")
+    srv = standin(corpus, FaultPlan(bandwidth=2_000_000))
+    log = tmp_path / "j.jsonl"
+    dest = tmp_path / "files"
+    dest.mkdir()
+    result = iabulk(
+        srv,
+        "download",
+        "twice",
+        "-w",
+        "4",
+        "--joblog",
+        str(log),
+        "--destdir",
+        str(dest),
+        "--disk-margin",
+        "0",
+        "-q",
+    )
+    assert result.returncode == 0, result.stderr
+    view = read_log(log)
+    check_consistent(view, DiskChecker(corpus, [dest]), {"twice"})
+    assert view.completed_ids == {"twice"}
+
+
+def test_no_directories_refuses_a_file_name_another_item_already_uses(
+    standin: Callable[..., ArchiveStandin], tmp_path: Path
+) -> None:
+    """With --no-directories every item shares one directory: two items with a
+    cover.jpg cannot both be whole there, so one must not be recorded complete."""
+    corpus = Corpus()
+    corpus.add_item("nd-1", [("cover.jpg", 300_000)], collection="nd")
+    corpus.add_item("nd-2", [("cover.jpg", 200_000)], collection="nd")
+    srv = standin(corpus, FaultPlan(bandwidth=1_000_000))
+    log = tmp_path / "j.jsonl"
+    dest = tmp_path / "files"
+    dest.mkdir()
+    result = iabulk(
+        srv,
+        "download",
+        "nd-1",
+        "nd-2",
+        "--no-directories",
+        "--joblog",
+        str(log),
+        "--destdir",
+        str(dest),
+        "--disk-margin",
+        "0",
+        "-q",
+    )
+    view = read_log(log)
+    [done] = view.completed_ids
+    assert (dest / "cover.jpg").read_bytes() == corpus.read(done, "cover.jpg")
+    [(failed, error, retry)] = [f for f in view.failures() if f[2] is False]
+    assert failed != done and "cover.jpg" in error and retry is False
+    assert result.returncode == 1, result.stderr
+
+
+def test_a_kill_while_an_item_moves_to_a_disk_with_room_loses_nothing(
+    standin: Callable[..., ArchiveStandin], tmp_path: Path, small_disks: Callable[[str, str], Path]
+) -> None:
+    """The item's disk is full; its directory moves to another disk, and the run is
+    SIGKILLed right after the first file of the move is in place."""
+    corpus = Corpus()
+    corpus.add_item(
+        "mover", [("a.bin", 2 * MIB), ("b.bin", 2 * MIB), ("c.bin", 2 * MIB)], collection="m"
+    )
+    srv = standin(corpus, FaultPlan(bandwidth=2_000_000))
+    full, roomy = small_disks("disk1", "12m"), small_disks("disk2", "10m")
+    dests = [full / "dest", roomy / "dest"]
+    for d in dests:
+        d.mkdir()
+    log = tmp_path / "m.jsonl"
+    args = [
+        IABULK,
+        "download",
+        "mover",
+        "-w",
+        "1",
+        "--joblog",
+        str(log),
+        "--destdir",
+        str(dests[0]),
+        "--destdir",
+        str(dests[1]),
+        "--disk-margin",
+        "0",
+        "-q",
+    ]
+    proc = subprocess.Popen(args, env=srv.client_env(), stderr=subprocess.DEVNULL)
+    try:
+        assert wait_until(lambda: (dests[0] / "mover" / "a.bin").exists(), 60, proc)
+    finally:
+        proc.kill()
+        proc.wait()
+    free = os.statvfs(full).f_bavail * os.statvfs(full).f_frsize
+    with open(full / "filler", "wb") as out:  # the rest no longer fits on disk1
+        out.write(b"\0" * (free - MIB))
+    disks = DiskChecker(corpus, dests)
+    marker = tmp_path / "frozen"
+    env = srv.client_env(
+        PYTHONPATH=str(hook_dir(tmp_path)),
+        IABULK_TEST_FREEZE_AFTER_RENAME=f"1:{marker}",
+        IABULK_TEST_FREEZE_SUFFIX=".iabulk-moving",
+    )
+    proc = subprocess.Popen(args, env=env, stderr=subprocess.DEVNULL)
+    try:
+        assert wait_until(marker.exists, 60, proc), "the item did not move"
+    finally:
+        proc.kill()
+        proc.wait()
+    assert not disks.bad_final_files()  # every file whole wherever it is
+    assert (dests[0] / "mover" / "a.bin").exists()  # the originals go only at the end
+    result = subprocess.run(args, env=srv.client_env(), capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    view = read_log(log)
+    check_consistent(view, disks, {"mover"})
+    assert view.completed_ids == {"mover"} and disks.home("mover") == dests[1]
+    assert not list(roomy.rglob("*.iabulk-moving")) and not disks.parts()

@@ -781,38 +781,61 @@ impl scan::Visitor for Pass {
             failures,
             ..
         } = self;
-        let mut sums = Sums::default();
-        for (p, page) in slots.pages.iter().enumerate() {
-            let Some(page) = page else { continue };
-            for (k, &s) in page.iter().enumerate() {
-                if s.flags & TERM == 0 {
-                    continue;
-                }
-                let seq = ((p << PAGE_BITS) | k) as u32;
-                let outcome = outcomes.of(seq);
-                if matches!(outcome, Outcome::Completed | Outcome::Failed) {
-                    sums.retries(slots.retries_of(seq, s));
-                }
-                if outcome == Outcome::Completed && s.flags & CAND != 0 {
-                    if s.flags & (BIG | ORPHAN) == 0 {
-                        sums.add_compact(s, outcomes.item_size(seq), bucket_seconds);
-                    } else {
-                        let mut c = slots.cand(seq, s);
-                        if s.flags & ORPHAN != 0 {
-                            // An orphan of the first range: no attempt.
-                            (c.dur, c.worker) = (None, None);
-                        }
-                        sums.add(&c, outcomes.item_size(seq), bucket_seconds);
+        // The error causes need the failing jobs' ids, read back from the
+        // file: that runs beside the walk over the slots and the job lists.
+        std::thread::scope(|scope| {
+            let errors = scope.spawn(|| causes(&messages, &failures, lists, file));
+            let (sums, completed_jobs, failed_jobs) =
+                add_up(slots, bucket_seconds, outcomes, lists, file);
+            let errors = errors
+                .join()
+                .unwrap_or_else(|p| std::panic::resume_unwind(p))?;
+            Ok(sums.figures(bucket_seconds, &disks, errors, completed_jobs, failed_jobs))
+        })
+    }
+}
+
+/// The sums over the counted completions and done jobs, then (the slots
+/// given back first: a lower peak) the completed and failed job lists.
+fn add_up<K: JobKey>(
+    slots: Slots,
+    bucket_seconds: i64,
+    outcomes: &Outcomes<'_>,
+    lists: &[Vec<K>],
+    file: &Arc<File>,
+) -> (Sums, PendingJobs, PendingJobs) {
+    let mut sums = Sums::default();
+    let (mut n_completed, mut n_failed) = (0, 0);
+    for (p, page) in slots.pages.iter().enumerate() {
+        let Some(page) = page else { continue };
+        for (k, &s) in page.iter().enumerate() {
+            if s.flags & TERM == 0 {
+                continue;
+            }
+            let seq = ((p << PAGE_BITS) | k) as u32;
+            let outcome = outcomes.of(seq);
+            if matches!(outcome, Outcome::Completed | Outcome::Failed) {
+                sums.retries(slots.retries_of(seq, s));
+                n_completed += usize::from(outcome == Outcome::Completed);
+                n_failed += usize::from(outcome == Outcome::Failed);
+            }
+            if outcome == Outcome::Completed && s.flags & CAND != 0 {
+                if s.flags & (BIG | ORPHAN) == 0 {
+                    sums.add_compact(s, outcomes.item_size(seq), bucket_seconds);
+                } else {
+                    let mut c = slots.cand(seq, s);
+                    if s.flags & ORPHAN != 0 {
+                        // An orphan of the first range: no attempt.
+                        (c.dur, c.worker) = (None, None);
                     }
+                    sums.add(&c, outcomes.item_size(seq), bucket_seconds);
                 }
             }
         }
-        drop(slots); // before the job lists are made: a lower peak
-        let errors = causes(&messages, &failures, lists, file)?;
-        drop(failures);
-        let (completed_jobs, failed_jobs) = job_lists(outcomes, lists, file);
-        Ok(sums.figures(bucket_seconds, &disks, errors, completed_jobs, failed_jobs))
     }
+    drop(slots);
+    let (completed, failed) = job_lists(outcomes, lists, file, n_completed, n_failed);
+    (sums, completed, failed)
 }
 
 /// Rewrite the disk numbers of `slots` through `map`.
@@ -1132,19 +1155,14 @@ impl Sums {
 }
 
 /// The jobs whose final state is completed, and those failed permanently.
+/// (`n_completed` and `n_failed`: how many there are.)
 fn job_lists<K: JobKey>(
     outcomes: &Outcomes<'_>,
     lists: &[Vec<K>],
     file: &Arc<File>,
+    n_completed: usize,
+    n_failed: usize,
 ) -> (PendingJobs, PendingJobs) {
-    let (mut n_completed, mut n_failed) = (0, 0);
-    for &k in lists.iter().flatten() {
-        match outcomes.of(k.seq()) {
-            Outcome::Completed => n_completed += 1,
-            Outcome::Failed => n_failed += 1,
-            _ => {}
-        }
-    }
     let mut completed: Vec<K> = Vec::with_capacity(n_completed);
     let mut failed: Vec<K> = Vec::with_capacity(n_failed);
     for &k in lists.iter().flatten() {

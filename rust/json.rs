@@ -161,7 +161,7 @@ pub fn parse_into<'a>(line: &'a [u8], f: &mut Fields<'a>) -> Result<bool, Malfor
 }
 
 /// [`parse_into`], also reading the [`More`] fields into `m` (reset first).
-#[inline]
+#[inline(always)]
 pub fn parse_into_more<'a>(
     line: &'a [u8],
     f: &mut Fields<'a>,

@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 export VIRTUAL_ENV := $(abspath $(VENV))
 export PATH := $(abspath $(VENV))/bin:$(PATH)
 
-.PHONY: system-deps venv build test test-rust test-python demo bench bench-joblog bench-download soak lint clean
+.PHONY: system-deps venv build test test-rust test-python demo bench bench-joblog bench-analytics bench-download soak lint clean
 
 venv: $(VENV)/.installed
 
@@ -38,10 +38,13 @@ demo: build
 bench-joblog: build
 	$(PY) benches/joblog.py
 
+bench-analytics: build
+	$(PY) benches/analytics.py
+
 bench-download: build
 	$(PY) benches/download.py
 
-bench: bench-joblog bench-download
+bench: bench-joblog bench-analytics bench-download
 
 soak: build
 	$(PY) -m pytest -q -m soak

@@ -1183,15 +1183,27 @@ fn job_lists<K: JobKey>(
     )
 }
 
+/// Job ids by seq, in one buffer.
+#[derive(Default)]
+struct Ids {
+    /// (seq, start in `text`, length), sorted by seq.
+    index: Vec<(u32, usize, usize)>,
+    text: String,
+}
+
+impl Ids {
+    fn get(&self, seq: u32) -> Option<&str> {
+        let i = self.index.binary_search_by_key(&seq, |e| e.0).ok()?;
+        let (_, start, len) = self.index[i];
+        Some(&self.text[start..start + len])
+    }
+}
+
 /// The ids of the jobs `seqs` (sorted, distinct), read back from their job
-/// lines: (seq, id), sorted by seq.
-fn ids_of<K: JobKey>(
-    seqs: &[u32],
-    lists: &[Vec<K>],
-    file: &Arc<File>,
-) -> io::Result<Vec<(u32, String)>> {
+/// lines.
+fn ids_of<K: JobKey>(seqs: &[u32], lists: &[Vec<K>], file: &Arc<File>) -> io::Result<Ids> {
     let Some(&top) = seqs.last() else {
-        return Ok(Vec::new());
+        return Ok(Ids::default());
     };
     let mut wanted = vec![0u64; top as usize / 64 + 1];
     for &s in seqs {
@@ -1209,17 +1221,22 @@ fn ids_of<K: JobKey>(
     drop(wanted);
     at.sort_unstable();
     let mut reader = LineReader::with_window(file.clone(), 64 << 10);
-    let mut ids = Vec::with_capacity(at.len());
+    let mut ids = Ids {
+        index: Vec::with_capacity(at.len()),
+        text: String::new(),
+    };
     for (offset, seq) in at {
         let line = reader.line_at(offset)?;
         if let Ok(Some(Fields {
             id: Value::Str(id), ..
         })) = json::parse_line(line)
         {
-            ids.push((seq, id.to_str().into_owned()));
+            let id = id.to_str();
+            ids.index.push((seq, ids.text.len(), id.len()));
+            ids.text.push_str(&id);
         }
     }
-    ids.sort_unstable_by_key(|&(seq, _)| seq);
+    ids.index.sort_unstable_by_key(|e| e.0);
     Ok(ids)
 }
 
@@ -1242,10 +1259,7 @@ fn causes<K: JobKey>(
     let mut causes: Vec<Cause> = Vec::new();
     for &(seq, m) in failures {
         let message = &texts[m as usize];
-        let id = ids
-            .binary_search_by_key(&seq, |&(s, _)| s)
-            .ok()
-            .map(|i| ids[i].1.as_str());
+        let id = ids.get(seq);
         // (Whether the id is in the message at all: a cheap test that
         // keeps the cached cause for the usual message without it.)
         let own_id = id.is_some_and(|id| !id.is_empty() && message.contains(id));

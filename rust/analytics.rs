@@ -12,9 +12,11 @@
 //! * Each range of the file keeps, per seq it has a terminal event for, one
 //!   12-byte [`Slot`]: the range's last terminal event was a completion (the
 //!   *candidate*: its time, duration, files, worker and disk), or not; and
-//!   how many retried failures it saw. Values that do not fit (a time before
-//!   1970, a duration over 18 hours, 65,535 files or more, worker 255 and up,
-//!   the 255th disk) move the candidate whole into a side map.
+//!   how many retried failures it saw. Values that do not fit (a time outside
+//!   1970-2106, a duration over 18 hours, 65,536 files or more, worker 254 and
+//!   up, the 255th disk) move the candidate whole into a side map. Slot pages
+//!   are mapped, and unmapped, on their own: the memory they held is free
+//!   again for the job lists made at the end.
 //! * An *attempt* runs from a `started` to the next terminal event of its
 //!   seq. The open attempts of a range (started, no terminal since) sit in a
 //!   small map. A completion whose attempt may have started in an earlier
@@ -29,7 +31,7 @@
 //! * `failed` events with a string error are kept in file order as (seq,
 //!   message number); their causes are worked out at the end, when every
 //!   job's id is known (the ids of failing jobs are read back from their job
-//!   lines, in file order).
+//!   lines, in file order, on a thread of their own).
 //! * At the end, one walk over the slots adds up the counted completions
 //!   (those of seqs whose final state is completed, with a job line) and the
 //!   retries of done jobs, using the scan's final per-seq outcomes and item
@@ -384,6 +386,8 @@ struct Slot {
     retries: u8,
     flags: u8,
 }
+
+const _: () = assert!(std::mem::size_of::<Slot>() == 12);
 
 const PAGE_BITS: u32 = 12;
 const PAGE: usize = 1 << PAGE_BITS;

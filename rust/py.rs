@@ -7,6 +7,7 @@ use std::io;
 use std::path::{Path, PathBuf};
 
 use pyo3::exceptions::{PyIndexError, PyOSError, PyOverflowError, PyValueError};
+use pyo3::intern;
 use pyo3::prelude::*;
 use pyo3::sync::PyOnceLock;
 use pyo3::types::{PyBytes, PyDict, PyInt, PyList, PyString};
@@ -442,8 +443,8 @@ fn py_total(py: Python<'_>, total: ByteTotal) -> PyResult<Py<PyAny>> {
 /// `{"completed": n, "bytes": b}`.
 fn py_figure<'py>(py: Python<'py>, f: Figure) -> PyResult<Bound<'py, PyDict>> {
     let d = PyDict::new(py);
-    d.set_item("completed", f.completed)?;
-    d.set_item("bytes", py_total(py, f.bytes)?)?;
+    d.set_item(intern!(py, "completed"), f.completed)?;
+    d.set_item(intern!(py, "bytes"), py_total(py, f.bytes)?)?;
     Ok(d)
 }
 
@@ -483,9 +484,9 @@ fn analyze<'py>(
     let throughput = PyList::empty(py);
     for b in f.throughput {
         let d = PyDict::new(py);
-        d.set_item("start", format_ts(b.start))?;
-        d.set_item("items", b.items)?;
-        d.set_item("bytes", py_total(py, b.bytes)?)?;
+        d.set_item(intern!(py, "start"), format_ts(b.start))?;
+        d.set_item(intern!(py, "items"), b.items)?;
+        d.set_item(intern!(py, "bytes"), py_total(py, b.bytes)?)?;
         throughput.append(d)?;
     }
     out.set_item("throughput", throughput)?;
@@ -519,9 +520,9 @@ fn analyze<'py>(
     let errors = PyList::empty(py);
     for c in f.errors {
         let d = PyDict::new(py);
-        d.set_item("cause", c.cause)?;
-        d.set_item("count", c.count)?;
-        d.set_item("examples", c.examples)?;
+        d.set_item(intern!(py, "cause"), c.cause)?;
+        d.set_item(intern!(py, "count"), c.count)?;
+        d.set_item(intern!(py, "examples"), c.examples)?;
         errors.append(d)?;
     }
     out.set_item("errors", errors)?;

@@ -23,8 +23,17 @@ OUT = ROOT / "demo-out"
 def start_standin() -> tuple[subprocess.Popen[str], dict[str, str]]:
     proc = subprocess.Popen(
         # Each response is throttled to 1 MB/s, so the run lasts long enough to watch.
-        [sys.executable, "-m", "tests.standin", "--preset", "demo", "--port", "0",
-         "--faults", "bandwidth=1M"],
+        [
+            sys.executable,
+            "-m",
+            "tests.standin",
+            "--preset",
+            "demo",
+            "--port",
+            "0",
+            "--faults",
+            "bandwidth=1M",
+        ],
         cwd=ROOT,
         stdout=subprocess.PIPE,
         text=True,
@@ -47,16 +56,31 @@ def main() -> int:
     iabulk = [str(Path(sys.executable).with_name("iabulk"))]
     joblog = str(OUT / "demo.jsonl")
     try:
-        print("$ iabulk download --search 'collection:demo' -w 8 --joblog demo-out/demo.jsonl "
-              "--destdir demo-out/files", flush=True)
+        print(
+            "$ iabulk download --search 'collection:demo' -w 8 --joblog demo-out/demo.jsonl "
+            "--destdir demo-out/files",
+            flush=True,
+        )
         code = subprocess.call(
-            iabulk + ["download", "--search", "collection:demo", "-w", "8", "--joblog", joblog,
-                      "--destdir", str(OUT / "files"), "--disk-margin", "0"],
+            [
+                *iabulk,
+                "download",
+                "--search",
+                "collection:demo",
+                "-w",
+                "8",
+                "--joblog",
+                joblog,
+                "--destdir",
+                str(OUT / "files"),
+                "--disk-margin",
+                "0",
+            ],
             env=env,
         )
         print(f"(exit code {code}: 1 is expected — the demo collection holds one dark item)\n")
         print("$ iabulk status demo-out/demo.jsonl", flush=True)
-        subprocess.call(iabulk + ["status", joblog], env=env)
+        subprocess.call([*iabulk, "status", joblog], env=env)
     finally:
         proc.terminate()
         proc.wait(timeout=10)

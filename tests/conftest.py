@@ -19,7 +19,7 @@ REPO = Path(__file__).resolve().parent.parent
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
-from tests.standin import ArchiveStandin, Corpus, FaultPlan
+from tests.standin import ArchiveStandin, Corpus, FaultPlan  # noqa: E402  (needs the path above)
 
 
 def iabulk_env(srv: ArchiveStandin, **extra: str) -> dict[str, str]:

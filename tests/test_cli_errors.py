@@ -21,8 +21,12 @@ from tests.standin import ArchiveStandin, Corpus, FaultPlan
 IABULK = str(Path(sys.executable).with_name("iabulk"))
 
 
-def run(args: list[str], env: dict[str, str] | None = None, **kw: object) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([IABULK, *args], env=env, capture_output=True, text=True, timeout=120, **kw)  # type: ignore[call-overload]
+def run(
+    args: list[str], env: dict[str, str] | None = None, **kw: object
+) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [IABULK, *args], env=env, capture_output=True, text=True, timeout=120, **kw
+    )  # type: ignore[call-overload]
 
 
 def assert_one_line_error(result: subprocess.CompletedProcess[str], code: int, text: str) -> None:
@@ -62,8 +66,9 @@ def test_bad_numbers_are_usage_errors(tmp_path: Path, flags: list[str], text: st
 
 
 def test_missing_destdir(tmp_path: Path) -> None:
-    result = run(["download", "one", "--joblog", str(tmp_path / "j"), "--destdir",
-                  str(tmp_path / "nope")])
+    result = run(
+        ["download", "one", "--joblog", str(tmp_path / "j"), "--destdir", str(tmp_path / "nope")]
+    )
     assert_one_line_error(result, 2, "destination directory does not exist")
 
 
@@ -78,22 +83,51 @@ def test_two_sources_at_once(tmp_path: Path) -> None:
 
 
 def test_missing_itemlist(tmp_path: Path) -> None:
-    result = run(["download", "--itemlist", str(tmp_path / "none.txt"), "--joblog",
-                  str(tmp_path / "j.jsonl")])
+    result = run(
+        [
+            "download",
+            "--itemlist",
+            str(tmp_path / "none.txt"),
+            "--joblog",
+            str(tmp_path / "j.jsonl"),
+        ]
+    )
     assert_one_line_error(result, 2, "item list not found")
 
 
 def test_empty_itemlist(srv: ArchiveStandin, tmp_path: Path) -> None:
     items = tmp_path / "items.txt"
     items.write_text("\n\n  \n")
-    result = run(["download", "--itemlist", str(items), "--joblog", str(tmp_path / "j.jsonl"),
-                  "--destdir", str(tmp_path), "-q"], env=srv.client_env())
+    result = run(
+        [
+            "download",
+            "--itemlist",
+            str(items),
+            "--joblog",
+            str(tmp_path / "j.jsonl"),
+            "--destdir",
+            str(tmp_path),
+            "-q",
+        ],
+        env=srv.client_env(),
+    )
     assert_one_line_error(result, 2, "gave no identifiers")
 
 
 def test_search_with_no_results(srv: ArchiveStandin, tmp_path: Path) -> None:
-    result = run(["download", "--search", "collection:nothing-here", "--joblog",
-                  str(tmp_path / "j.jsonl"), "--destdir", str(tmp_path), "-q"], env=srv.client_env())
+    result = run(
+        [
+            "download",
+            "--search",
+            "collection:nothing-here",
+            "--joblog",
+            str(tmp_path / "j.jsonl"),
+            "--destdir",
+            str(tmp_path),
+            "-q",
+        ],
+        env=srv.client_env(),
+    )
     assert_one_line_error(result, 2, "gave no identifiers")
 
 
@@ -122,8 +156,10 @@ def test_job_log_in_a_missing_directory(tmp_path: Path) -> None:
 
 def test_job_log_of_another_operation(tmp_path: Path) -> None:
     log = tmp_path / "j.jsonl"
-    log.write_text(json.dumps({"event": "job", "seq": 1, "id": "x", "op": "upload",
-                               "ts": "20261128T101500Z"}) + "\n")
+    log.write_text(
+        json.dumps({"event": "job", "seq": 1, "id": "x", "op": "upload", "ts": "20261128T101500Z"})
+        + "\n"
+    )
     before = log.read_bytes()
     result = run(["download", "--joblog", str(log), "--destdir", str(tmp_path)])
     assert_one_line_error(result, 2, "holds 'upload' jobs")
@@ -133,8 +169,20 @@ def test_job_log_of_another_operation(tmp_path: Path) -> None:
 def test_empty_job_log_with_a_source_is_fine(srv: ArchiveStandin, tmp_path: Path) -> None:
     log = tmp_path / "j.jsonl"
     log.write_bytes(b"")
-    result = run(["download", "one", "--joblog", str(log), "--destdir", str(tmp_path),
-                  "--disk-margin", "0", "-q"], env=srv.client_env())
+    result = run(
+        [
+            "download",
+            "one",
+            "--joblog",
+            str(log),
+            "--destdir",
+            str(tmp_path),
+            "--disk-margin",
+            "0",
+            "-q",
+        ],
+        env=srv.client_env(),
+    )
     assert result.returncode == 0, result.stderr
 
 
@@ -153,13 +201,24 @@ def test_status_counts_garbage_lines_instead_of_failing(tmp_path: Path) -> None:
     assert counts["total"] == 1 and counts["pending"] == 1 and counts["malformed"] == 2
 
 
-def test_second_process_on_the_same_log_is_refused(tmp_path: Path, standin: Callable[..., ArchiveStandin]) -> None:
+def test_second_process_on_the_same_log_is_refused(
+    tmp_path: Path, standin: Callable[..., ArchiveStandin]
+) -> None:
     corpus = Corpus()
     corpus.add_item("slow", [("big.bin", 3_000_000)], collection="c")
     srv = standin(corpus, FaultPlan(bandwidth=300_000))
     log = tmp_path / "j.jsonl"
-    args = ["download", "slow", "--joblog", str(log), "--destdir", str(tmp_path),
-            "--disk-margin", "0", "-q"]
+    args = [
+        "download",
+        "slow",
+        "--joblog",
+        str(log),
+        "--destdir",
+        str(tmp_path),
+        "--disk-margin",
+        "0",
+        "-q",
+    ]
     first = subprocess.Popen([IABULK, *args], env=srv.client_env(), stderr=subprocess.PIPE)
     try:
         deadline = time.monotonic() + 30
@@ -180,8 +239,9 @@ def readonly_dir(tmp_path: Path) -> Path:
         pytest.skip("mounting a read-only tmpfs needs root")
     ro = tmp_path / "ro"
     ro.mkdir()
-    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m,ro", "tmpfs", str(ro)],
-                          capture_output=True)
+    done = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=1m,ro", "tmpfs", str(ro)], capture_output=True
+    )
     if done.returncode:
         pytest.skip(f"cannot mount a tmpfs here: {done.stderr.decode().strip()}")
     yield ro
@@ -189,14 +249,16 @@ def readonly_dir(tmp_path: Path) -> Path:
 
 
 def test_unwritable_destdir(tmp_path: Path, readonly_dir: Path) -> None:
-    result = run(["download", "one", "--joblog", str(tmp_path / "j.jsonl"), "--destdir",
-                  str(readonly_dir)])
+    result = run(
+        ["download", "one", "--joblog", str(tmp_path / "j.jsonl"), "--destdir", str(readonly_dir)]
+    )
     assert_one_line_error(result, 2, "destination directory is not writable")
 
 
 def test_job_log_on_a_read_only_filesystem(tmp_path: Path, readonly_dir: Path) -> None:
-    result = run(["download", "one", "--joblog", str(readonly_dir / "j.jsonl"), "--destdir",
-                  str(tmp_path)])
+    result = run(
+        ["download", "one", "--joblog", str(readonly_dir / "j.jsonl"), "--destdir", str(tmp_path)]
+    )
     assert_one_line_error(result, 2, "job log")
 
 
@@ -208,12 +270,28 @@ def test_credentials_never_reach_the_log_or_the_output(
     corpus.add_item("dark", [("a.bin", 5000)], collection="c", dark=True)
     srv = standin(corpus, FaultPlan(retry_after=0).fail_first("ok", ["503", "reset"]))
     config = Path(srv.ia_config_file).read_text()
-    secrets = [line.split("=", 1)[1].strip() for line in config.splitlines()
-               if line.split("=", 1)[0].strip() in ("access", "secret", "logged-in-sig")]
+    secrets = [
+        line.split("=", 1)[1].strip()
+        for line in config.splitlines()
+        if line.split("=", 1)[0].strip() in ("access", "secret", "logged-in-sig")
+    ]
     assert secrets
     log = tmp_path / "j.jsonl"
-    result = run(["download", "ok", "dark", "no-such", "--joblog", str(log), "--destdir",
-                  str(tmp_path), "--disk-margin", "0"], env=srv.client_env())
+    result = run(
+        [
+            "download",
+            "ok",
+            "dark",
+            "no-such",
+            "--joblog",
+            str(log),
+            "--destdir",
+            str(tmp_path),
+            "--disk-margin",
+            "0",
+        ],
+        env=srv.client_env(),
+    )
     assert result.returncode == 1
     status = run(["status", str(log), "--json"])
     for text in (log.read_text(), result.stdout, result.stderr, status.stdout):

@@ -6,14 +6,22 @@ import os
 from pathlib import Path
 
 import pytest
-
 from iabulk.disk import DiskPool, DisksFull, parse_size
 
 
 @pytest.mark.parametrize(
     "text, expected",
-    [("0", 0), ("4096", 4096), ("1K", 1024), ("500M", 500 << 20), ("1G", 1 << 30),
-     ("1.5G", 3 << 29), ("2GiB", 2 << 30), ("10gb", 10 << 30), ("1T", 1 << 40)],
+    [
+        ("0", 0),
+        ("4096", 4096),
+        ("1K", 1024),
+        ("500M", 500 << 20),
+        ("1G", 1 << 30),
+        ("1.5G", 3 << 29),
+        ("2GiB", 2 << 30),
+        ("10gb", 10 << 30),
+        ("1T", 1 << 40),
+    ],
 )
 def test_parse_size_accepts_units(text: str, expected: int) -> None:
     assert parse_size(text) == expected
@@ -39,7 +47,7 @@ def pool_with(tmp_path: Path, free: dict[str, int], margin: int = 0) -> tuple[Di
 
 
 def test_item_goes_where_there_is_most_room(tmp_path: Path) -> None:
-    pool, (a, b) = pool_with(tmp_path, {"a": 100, "b": 300})
+    pool, (_a, b) = pool_with(tmp_path, {"a": 100, "b": 300})
     assert pool.reserve("x", 50).path == b
 
 
@@ -68,14 +76,14 @@ def test_margin_is_kept_free(tmp_path: Path) -> None:
 
 
 def test_partial_item_goes_back_to_its_disk(tmp_path: Path) -> None:
-    pool, (a, b) = pool_with(tmp_path, {"a": 100, "b": 10_000})
+    pool, (a, _b) = pool_with(tmp_path, {"a": 100, "b": 10_000})
     Path(a, "x").mkdir()
     Path(a, "x", "f.iabulk-part").write_bytes(b"partial")
     assert pool.reserve("x", 50).path == a
 
 
 def test_partial_item_waits_when_no_disk_has_room(tmp_path: Path) -> None:
-    pool, (a, b) = pool_with(tmp_path, {"a": 10, "b": 40})
+    pool, (a, _b) = pool_with(tmp_path, {"a": 10, "b": 40})
     Path(a, "x", "sub").mkdir(parents=True)
     Path(a, "x", "sub", "done.bin").write_bytes(b"whole")
     with pytest.raises(DisksFull, match="waiting for space"):
@@ -83,7 +91,7 @@ def test_partial_item_waits_when_no_disk_has_room(tmp_path: Path) -> None:
 
 
 def test_partial_item_needs_room_only_for_the_rest(tmp_path: Path) -> None:
-    pool, (a, b) = pool_with(tmp_path, {"a": 60, "b": 10_000})
+    pool, (a, _b) = pool_with(tmp_path, {"a": 60, "b": 10_000})
     Path(a, "x").mkdir()
     Path(a, "x", "done.bin").write_bytes(b"w" * 450)
     r = pool.reserve("x", 500, present=lambda root: 450 if root == str(Path(a, "x")) else 0)
@@ -115,15 +123,15 @@ def test_an_empty_item_directory_does_not_bind_the_item_to_its_disk(tmp_path: Pa
 def test_no_disk_check_uses_the_first_destination(tmp_path: Path) -> None:
     (tmp_path / "a").mkdir()
     (tmp_path / "b").mkdir()
-    pool = DiskPool([str(tmp_path / "a"), str(tmp_path / "b")], check=False,
-                    free_bytes=lambda p: 0)
+    pool = DiskPool([str(tmp_path / "a"), str(tmp_path / "b")], check=False, free_bytes=lambda p: 0)
     assert pool.reserve("x", 10**15).path == str(tmp_path / "a")
 
 
 def test_destinations_on_one_filesystem_share_the_work(tmp_path: Path) -> None:
     (tmp_path / "a").mkdir()
     (tmp_path / "b").mkdir()
-    pool = DiskPool([str(tmp_path / "a"), str(tmp_path / "b")], margin=0,
-                    free_bytes=lambda p: 10**12)
+    pool = DiskPool(
+        [str(tmp_path / "a"), str(tmp_path / "b")], margin=0, free_bytes=lambda p: 10**12
+    )
     first, second = pool.reserve("x", 10), pool.reserve("y", 10)
     assert {first.path, second.path} == {str(tmp_path / "a"), str(tmp_path / "b")}

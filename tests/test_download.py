@@ -19,15 +19,17 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-
 from iabulk import JobLog
 from iabulk.workers.download import PART_SUFFIX
+
 from tests.standin import ArchiveStandin, Corpus, FaultPlan
 
 IABULK = str(Path(sys.executable).with_name("iabulk"))
 
 
-def iabulk(srv: ArchiveStandin, *args: str, timeout: float = 180) -> subprocess.CompletedProcess[str]:
+def iabulk(
+    srv: ArchiveStandin, *args: str, timeout: float = 180
+) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [IABULK, *args], env=srv.client_env(), capture_output=True, text=True, timeout=timeout
     )
@@ -89,8 +91,22 @@ def test_search_across_cursor_pages_downloads_every_file_verified(
     corpus = corpus_of(230)
     srv = standin(corpus)
     log = tmp_path / "run.jsonl"
-    result = iabulk(srv, "download", "--search", "collection:c", "--search-param", "count:100",
-                    "-w", "6", "--joblog", str(log), "--destdir", str(dest), "--disk-margin", "0")
+    result = iabulk(
+        srv,
+        "download",
+        "--search",
+        "collection:c",
+        "--search-param",
+        "count:100",
+        "-w",
+        "6",
+        "--joblog",
+        str(log),
+        "--destdir",
+        str(dest),
+        "--disk-margin",
+        "0",
+    )
     assert result.returncode == 0, result.stderr
     assert srv.counters()["requests_by_kind"]["search"] >= 3  # three cursor pages
     assert_verified(corpus, dest, corpus.identifiers())
@@ -106,8 +122,18 @@ def test_itemlist_skips_blank_lines_and_duplicates(
     itemlist = tmp_path / "items.txt"
     itemlist.write_text("\n".join([ids[0], "", ids[1], ids[0], "  ", *ids[2:], ids[4]]) + "\n")
     log = tmp_path / "run.jsonl"
-    result = iabulk(srv, "download", "--itemlist", str(itemlist), "--joblog", str(log),
-                    "--destdir", str(dest), "--disk-margin", "0")
+    result = iabulk(
+        srv,
+        "download",
+        "--itemlist",
+        str(itemlist),
+        "--joblog",
+        str(log),
+        "--destdir",
+        str(dest),
+        "--disk-margin",
+        "0",
+    )
     assert result.returncode == 0, result.stderr
     assert "2 duplicate(s) and 2 empty line(s) skipped" in result.stderr
     assert JobLog(log).status()["total"] == 5
@@ -121,8 +147,18 @@ def test_identifiers_as_arguments(
     srv = standin(corpus)
     ids = corpus.identifiers()
     log = tmp_path / "run.jsonl"
-    result = iabulk(srv, "download", *ids, "--joblog", str(log), "--destdir", str(dest),
-                    "--disk-margin", "0", "-q")
+    result = iabulk(
+        srv,
+        "download",
+        *ids,
+        "--joblog",
+        str(log),
+        "--destdir",
+        str(dest),
+        "--disk-margin",
+        "0",
+        "-q",
+    )
     assert result.returncode == 0, result.stderr
     assert result.stderr == ""  # --quiet: nothing but errors
     assert_verified(corpus, dest, ids)
@@ -149,9 +185,23 @@ def test_sigint_exits_promptly_with_130_and_resume_by_joblog_alone_finishes(
     srv = standin(corpus, FaultPlan(bandwidth=600_000))
     log = tmp_path / "run.jsonl"
     proc = subprocess.Popen(
-        [IABULK, "download", "--search", "collection:c", "-w", "3", "--joblog", str(log),
-         "--destdir", str(dest), "--disk-margin", "0"],
-        env=srv.client_env(), stderr=subprocess.PIPE, text=True,
+        [
+            IABULK,
+            "download",
+            "--search",
+            "collection:c",
+            "-w",
+            "3",
+            "--joblog",
+            str(log),
+            "--destdir",
+            str(dest),
+            "--disk-margin",
+            "0",
+        ],
+        env=srv.client_env(),
+        stderr=subprocess.PIPE,
+        text=True,
     )
     wait_for(lambda: completed_count(log) >= 1)
     interrupted_at = time.monotonic()
@@ -168,8 +218,9 @@ def test_sigint_exits_promptly_with_130_and_resume_by_joblog_alone_finishes(
     assert_verified(corpus, dest, corpus.identifiers())
     assert JobLog(log).status()["completed"] == 12
 
-    again = iabulk(srv, "download", "--search", "collection:c", "--joblog", str(log),
-                   "--destdir", str(dest))
+    again = iabulk(
+        srv, "download", "--search", "collection:c", "--joblog", str(log), "--destdir", str(dest)
+    )
     assert again.returncode == 0, again.stderr
     assert "nothing left to do" in again.stderr
 
@@ -181,9 +232,23 @@ def test_second_ctrl_c_exits_at_once(
     srv = standin(corpus, FaultPlan(bandwidth=200_000))
     log = tmp_path / "run.jsonl"
     proc = subprocess.Popen(
-        [IABULK, "download", "--search", "collection:c", "-w", "2", "--joblog", str(log),
-         "--destdir", str(dest), "--disk-margin", "0"],
-        env=srv.client_env(), stderr=subprocess.PIPE, text=True,
+        [
+            IABULK,
+            "download",
+            "--search",
+            "collection:c",
+            "-w",
+            "2",
+            "--joblog",
+            str(log),
+            "--destdir",
+            str(dest),
+            "--disk-margin",
+            "0",
+        ],
+        env=srv.client_env(),
+        stderr=subprocess.PIPE,
+        text=True,
     )
     wait_for(lambda: bool(list(dest.rglob("*" + PART_SUFFIX))))
     proc.send_signal(signal.SIGINT)
@@ -198,8 +263,17 @@ def test_rerun_resumes_partial_file_with_range(
     corpus = corpus_of(1, size=3_000_000)
     srv = standin(corpus, FaultPlan(bandwidth=1_000_000))
     log = tmp_path / "run.jsonl"
-    args = ["download", "--search", "collection:c", "--joblog", str(log), "--destdir", str(dest),
-            "--disk-margin", "0"]
+    args = [
+        "download",
+        "--search",
+        "collection:c",
+        "--joblog",
+        str(log),
+        "--destdir",
+        str(dest),
+        "--disk-margin",
+        "0",
+    ]
     proc = subprocess.Popen([IABULK, *args], env=srv.client_env(), stderr=subprocess.PIPE)
     part = dest / "c-item-0000" / ("file-0.bin" + PART_SUFFIX)
     wait_for(lambda: part.exists() and part.stat().st_size > 500_000)
@@ -219,12 +293,30 @@ def test_a_different_source_for_an_existing_log_is_refused(
     corpus = corpus_of(2)
     srv = standin(corpus)
     log = tmp_path / "run.jsonl"
-    first = iabulk(srv, "download", "--search", "collection:c", "--joblog", str(log),
-                   "--destdir", str(dest), "--disk-margin", "0")
+    first = iabulk(
+        srv,
+        "download",
+        "--search",
+        "collection:c",
+        "--joblog",
+        str(log),
+        "--destdir",
+        str(dest),
+        "--disk-margin",
+        "0",
+    )
     assert first.returncode == 0, first.stderr
     before = log.read_bytes()
-    other = iabulk(srv, "download", "--search", "collection:other", "--joblog", str(log),
-                   "--destdir", str(dest))
+    other = iabulk(
+        srv,
+        "download",
+        "--search",
+        "collection:other",
+        "--joblog",
+        str(log),
+        "--destdir",
+        str(dest),
+    )
     assert other.returncode == 2
     assert other.stderr.count("\n") == 1 and "was started for search 'collection:c'" in other.stderr
     assert log.read_bytes() == before
@@ -237,8 +329,18 @@ def test_flipped_byte_in_transit_is_detected_and_refetched(
     target = "c-item-0001/file-0.bin"
     srv = standin(corpus, FaultPlan().fail_first(target, ["flip"], kinds=["data"]))
     log = tmp_path / "run.jsonl"
-    result = iabulk(srv, "download", "--search", "collection:c", "--joblog", str(log),
-                    "--destdir", str(dest), "--disk-margin", "0")
+    result = iabulk(
+        srv,
+        "download",
+        "--search",
+        "collection:c",
+        "--joblog",
+        str(log),
+        "--destdir",
+        str(dest),
+        "--disk-margin",
+        "0",
+    )
     assert result.returncode == 0, result.stderr
     assert srv.counters()["faults_injected"] == {"flip": 1}
     assert_verified(corpus, dest, corpus.identifiers())
@@ -252,8 +354,9 @@ def test_dark_and_missing_items_fail_permanently_with_exit_1(
     srv = standin(corpus)
     log = tmp_path / "run.jsonl"
     ids = [*corpus.identifiers(), "no-such-item"]
-    result = iabulk(srv, "download", *ids, "--joblog", str(log), "--destdir", str(dest),
-                    "--disk-margin", "0")
+    result = iabulk(
+        srv, "download", *ids, "--joblog", str(log), "--destdir", str(dest), "--disk-margin", "0"
+    )
     assert result.returncode == 1, result.stderr
     failures = failures_by_id(log)
     assert failures["c-dark"] == [("item is dark", False)]
@@ -266,12 +369,20 @@ def test_hostile_file_names_are_refused_and_nothing_escapes(
     standin: Callable[..., ArchiveStandin], tmp_path: Path, dest: Path
 ) -> None:
     corpus = Corpus()
-    corpus.add_item("evil", [("good.txt", 100), ("../escaped.txt", 100),
-                             ("/tmp/absolute.txt", 100), ("a/../../up.txt", 100)])
+    corpus.add_item(
+        "evil",
+        [
+            ("good.txt", 100),
+            ("../escaped.txt", 100),
+            ("/tmp/absolute.txt", 100),
+            ("a/../../up.txt", 100),
+        ],
+    )
     srv = standin(corpus)
     log = tmp_path / "run.jsonl"
-    result = iabulk(srv, "download", "evil", "--joblog", str(log), "--destdir", str(dest),
-                    "--disk-margin", "0")
+    result = iabulk(
+        srv, "download", "evil", "--joblog", str(log), "--destdir", str(dest), "--disk-margin", "0"
+    )
     assert result.returncode == 1
     assert (dest / "evil" / "good.txt").is_file()
     assert not (dest / "escaped.txt").exists() and not (tmp_path / "up.txt").exists()
@@ -287,8 +398,18 @@ def test_429_with_retry_after_is_honoured_without_failing_the_item(
     plan = FaultPlan(retry_after=1).fail_first("c-item-0000", ["429", "503"])
     srv = standin(corpus, plan)
     log = tmp_path / "run.jsonl"
-    result = iabulk(srv, "download", "--search", "collection:c", "--joblog", str(log),
-                    "--destdir", str(dest), "--disk-margin", "0")
+    result = iabulk(
+        srv,
+        "download",
+        "--search",
+        "collection:c",
+        "--joblog",
+        str(log),
+        "--destdir",
+        str(dest),
+        "--disk-margin",
+        "0",
+    )
     assert result.returncode == 0, result.stderr
     assert srv.counters()["faults_injected"] == {"429": 1, "503": 1}
     assert failures_by_id(log) == {}
@@ -297,8 +418,9 @@ def test_429_with_retry_after_is_honoured_without_failing_the_item(
 
 def mount_tmpfs(path: Path, size: str) -> None:
     path.mkdir()
-    done = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(path)],
-                          capture_output=True)
+    done = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(path)], capture_output=True
+    )
     if done.returncode != 0:
         pytest.skip(f"cannot mount a tmpfs here: {done.stderr.decode().strip()}")
 
@@ -322,8 +444,22 @@ def test_two_destdirs_with_a_margin_really_spread_items(
     srv = standin(corpus)
     log = tmp_path / "run.jsonl"
     disk1, disk2 = two_small_disks
-    result = iabulk(srv, "download", "--search", "collection:c", "-w", "4", "--joblog", str(log),
-                    "--destdir", str(disk1), "--destdir", str(disk2), "--disk-margin", "1M")
+    result = iabulk(
+        srv,
+        "download",
+        "--search",
+        "collection:c",
+        "-w",
+        "4",
+        "--joblog",
+        str(log),
+        "--destdir",
+        str(disk1),
+        "--destdir",
+        str(disk2),
+        "--disk-margin",
+        "1M",
+    )
     assert result.returncode == 0, result.stderr
     on1 = {p.name for p in disk1.iterdir()}
     on2 = {p.name for p in disk2.iterdir()}

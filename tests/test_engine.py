@@ -14,7 +14,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-
 from iabulk import BaseWorker, BulkEngine, JobLog, WorkerResult
 
 
@@ -96,7 +95,9 @@ def test_retries_exhausted_become_a_permanent_failure(tmp_path: Path) -> None:
 
 def test_permanent_failure_is_not_retried(tmp_path: Path) -> None:
     log = make_log(tmp_path, 2)
-    worker = Scripted({"item-1": [WorkerResult(False, "item-1", error="item is dark", retry=False)]})
+    worker = Scripted(
+        {"item-1": [WorkerResult(False, "item-1", error="item is dark", retry=False)]}
+    )
     _, summary = run(log, worker, workers=2, retries=3)
     assert worker.calls.count("item-1") == 1
     assert summary.failed == 1 and summary.completed == 1
@@ -107,7 +108,7 @@ def test_backoff_pauses_without_using_up_retries(tmp_path: Path) -> None:
     limited = WorkerResult(False, "item-1", error="HTTP 429", backoff=True, backoff_seconds=0.05)
     worker = Scripted({"item-1": [limited] * 4})
     started = time.monotonic()
-    engine, summary = run(log, worker, workers=1, retries=0)
+    _engine, summary = run(log, worker, workers=1, retries=0)
     assert summary.completed == 1 and summary.backoffs == 4
     assert time.monotonic() - started >= 0.2  # four pauses of 0.05 s were honoured
     assert all(e.get("backoff") for e in events(log) if e["event"] == "failed")

@@ -7,10 +7,18 @@ from typing import Any
 from iabulk.report import eta_seconds, merge_analytics, recent_rate, render_status
 
 
-def report(pending: int, buckets: list[tuple[str, int, int]], first: str, last: str) -> dict[str, Any]:
+def report(
+    pending: int, buckets: list[tuple[str, int, int]], first: str, last: str
+) -> dict[str, Any]:
     return {
-        "counts": {"total": 100, "completed": 100 - pending, "failed": 0, "pending": pending,
-                   "in_flight": 0, "malformed": 0},
+        "counts": {
+            "total": 100,
+            "completed": 100 - pending,
+            "failed": 0,
+            "pending": pending,
+            "in_flight": 0,
+            "malformed": 0,
+        },
         "bytes_completed": sum(b for _, _, b in buckets),
         "files_completed": 7,
         "first_ts": first,
@@ -37,8 +45,12 @@ def test_no_completions_no_eta() -> None:
 
 def test_merge_adds_counts_buckets_and_causes() -> None:
     a = report(10, [("20261128T100000Z", 5, 50)], "20261128T100000Z", "20261128T100059Z")
-    b = report(20, [("20261128T100000Z", 1, 10), ("20261128T100100Z", 2, 20)],
-               "20261128T095900Z", "20261128T100130Z")
+    b = report(
+        20,
+        [("20261128T100000Z", 1, 10), ("20261128T100100Z", 2, 20)],
+        "20261128T095900Z",
+        "20261128T100130Z",
+    )
     merged = merge_analytics([a, b], ["a.jsonl", "b.jsonl"])
     assert merged["counts"]["total"] == 200 and merged["counts"]["pending"] == 30
     assert merged["throughput"] == [

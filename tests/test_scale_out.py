@@ -6,7 +6,9 @@ taken from docs/scale-out.md itself, so the documentation is what is tested.
 
 from __future__ import annotations
 
+import functools
 import hashlib
+import operator
 import re
 import subprocess
 import sys
@@ -17,7 +19,6 @@ from pathlib import Path
 import pytest
 import yaml
 
-from iabulk import JobLog
 from tests.standin import ArchiveStandin, Corpus, FaultPlan
 
 REPO = Path(__file__).resolve().parent.parent
@@ -53,12 +54,30 @@ def test_three_concurrent_shards_cover_the_corpus_exactly_once(
     for k in (1, 2, 3):
         dest = tmp_path / f"dest{k}"
         dest.mkdir()
-        procs.append(subprocess.Popen(
-            [IABULK, "download", "--search", "collection:c", "--shard", f"{k}/3", "-w", "3",
-             "--joblog", str(tmp_path / f"shard-{k}.jsonl"), "--destdir", str(dest),
-             "--disk-margin", "0", "-q"],
-            env=srv.client_env(), stderr=subprocess.PIPE, text=True,
-        ))
+        procs.append(
+            subprocess.Popen(
+                [
+                    IABULK,
+                    "download",
+                    "--search",
+                    "collection:c",
+                    "--shard",
+                    f"{k}/3",
+                    "-w",
+                    "3",
+                    "--joblog",
+                    str(tmp_path / f"shard-{k}.jsonl"),
+                    "--destdir",
+                    str(dest),
+                    "--disk-margin",
+                    "0",
+                    "-q",
+                ],
+                env=srv.client_env(),
+                stderr=subprocess.PIPE,
+                text=True,
+            )
+        )
     for proc in procs:
         _, err = proc.communicate(timeout=180)
         assert proc.returncode == 0, err
@@ -66,10 +85,12 @@ def test_three_concurrent_shards_cover_the_corpus_exactly_once(
     assert all(shares)
     assert sum(len(s) for s in shares) == 60 and set().union(*shares) == set(corpus.identifiers())
     per_log = [logged_ids(tmp_path / f"shard-{k}.jsonl") for k in (1, 2, 3)]
-    assert sorted(sum(per_log, [])) == sorted(corpus.identifiers())
+    assert sorted(functools.reduce(operator.iadd, per_log, [])) == sorted(corpus.identifiers())
     status = subprocess.run(
         [IABULK, "status", "--json", *(str(tmp_path / f"shard-{k}.jsonl") for k in (1, 2, 3))],
-        capture_output=True, text=True, check=True,
+        capture_output=True,
+        text=True,
+        check=True,
     )
     assert '"total": 60' in status.stdout and '"completed": 60' in status.stdout
 
@@ -79,13 +100,33 @@ def test_resuming_a_log_as_another_shard_is_refused(
 ) -> None:
     srv = standin(corpus_of(6))
     log = tmp_path / "shard.jsonl"
-    common = ["download", "--search", "collection:c", "--joblog", str(log), "--destdir",
-              str(tmp_path), "--disk-margin", "0", "-q"]
-    first = subprocess.run([IABULK, *common, "--shard", "1/2"], env=srv.client_env(),
-                           capture_output=True, text=True, timeout=120)
+    common = [
+        "download",
+        "--search",
+        "collection:c",
+        "--joblog",
+        str(log),
+        "--destdir",
+        str(tmp_path),
+        "--disk-margin",
+        "0",
+        "-q",
+    ]
+    first = subprocess.run(
+        [IABULK, *common, "--shard", "1/2"],
+        env=srv.client_env(),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert first.returncode == 0, first.stderr
-    other = subprocess.run([IABULK, *common, "--shard", "2/2"], env=srv.client_env(),
-                           capture_output=True, text=True, timeout=120)
+    other = subprocess.run(
+        [IABULK, *common, "--shard", "2/2"],
+        env=srv.client_env(),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert other.returncode == 2 and "shard 1/2" in other.stderr
 
 
@@ -99,10 +140,26 @@ def test_limit_rate_holds_the_total_within_five_percent(
     corpus.add_item("wide", [(f"part-{i:03d}.bin", 48_000) for i in range(400)], collection="c")
     srv = standin(corpus)
     proc = subprocess.Popen(
-        [IABULK, "download", "--search", "collection:c", "-w", "4", "--limit-rate", "1M",
-         "--joblog", str(tmp_path / "j.jsonl"), "--destdir", str(tmp_path), "--disk-margin",
-         "0", "-q"],
-        env=srv.client_env(), stderr=subprocess.PIPE, text=True,
+        [
+            IABULK,
+            "download",
+            "--search",
+            "collection:c",
+            "-w",
+            "4",
+            "--limit-rate",
+            "1M",
+            "--joblog",
+            str(tmp_path / "j.jsonl"),
+            "--destdir",
+            str(tmp_path),
+            "--disk-margin",
+            "0",
+            "-q",
+        ],
+        env=srv.client_env(),
+        stderr=subprocess.PIPE,
+        text=True,
     )
     try:
         time.sleep(3)  # past the start-up and the first burst
@@ -129,16 +186,31 @@ def test_429s_halve_the_transfers_and_quiet_ramps_them_up(
     dest = tmp_path / "files"
     dest.mkdir()
     result = subprocess.run(
-        [IABULK, "download", "--search", "collection:c", "-w", "8", "--joblog",
-         str(tmp_path / "j.jsonl"), "--destdir", str(dest), "--disk-margin", "0"],
-        env=srv.client_env(), capture_output=True, text=True, timeout=300,
+        [
+            IABULK,
+            "download",
+            "--search",
+            "collection:c",
+            "-w",
+            "8",
+            "--joblog",
+            str(tmp_path / "j.jsonl"),
+            "--destdir",
+            str(dest),
+            "--disk-margin",
+            "0",
+        ],
+        env=srv.client_env(),
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     assert result.returncode == 0, result.stderr
     levels = [(int(m[1]), m[2]) for m in re.finditer(r"transfers (\d+)/8: (.+)", result.stderr)]
     assert (8, "ramping up") in levels, result.stderr
     halved = levels.index(next(lv for lv in levels if lv[1] == "server asked to slow down"))
     assert levels[halved][0] <= 4
-    assert any(why == "ramping up" for _, why in levels[halved + 1:]), levels
+    assert any(why == "ramping up" for _, why in levels[halved + 1 :]), levels
     assert srv.counters()["faults_injected"] == {"429": 3}
     for i in range(24):
         expected = corpus.expected(f"item-{i:02d}")["blob.bin"][1]
@@ -176,12 +248,16 @@ def test_slurm_script_runs_as_an_array_and_covers_the_corpus(
     logs, dest = tmp_path / "logs", tmp_path / "files"
     for task in range(first, last + 1):
         env = srv.client_env(
-            SLURM_ARRAY_TASK_ID=str(task), SLURM_ARRAY_TASK_MIN=str(first),
+            SLURM_ARRAY_TASK_ID=str(task),
+            SLURM_ARRAY_TASK_MIN=str(first),
             SLURM_ARRAY_TASK_COUNT=str(last - first + 1),
-            QUERY="collection:c", LOGDIR=str(logs), DEST=str(dest),
+            QUERY="collection:c",
+            LOGDIR=str(logs),
+            DEST=str(dest),
         )
-        done = subprocess.run(["bash", str(script)], env=env, capture_output=True, text=True,
-                              timeout=120)
+        done = subprocess.run(
+            ["bash", str(script)], env=env, capture_output=True, text=True, timeout=120
+        )
         assert done.returncode == 0, done.stderr
     assert downloaded(dest) == set(corpus.identifiers())
     assert len(list(logs.glob("shard-*.jsonl"))) == last - first + 1
@@ -210,9 +286,25 @@ def test_shard_split_is_stable_when_the_item_list_grows(
         log = tmp_path / f"{name}.jsonl"
         (tmp_path / name).mkdir()
         result = subprocess.run(
-            [IABULK, "download", "--itemlist", str(items), "--shard", spec, "--joblog", str(log),
-             "--destdir", str(tmp_path / name), "--disk-margin", "0", "-q"],
-            env=srv.client_env(), capture_output=True, text=True, timeout=120,
+            [
+                IABULK,
+                "download",
+                "--itemlist",
+                str(items),
+                "--shard",
+                spec,
+                "--joblog",
+                str(log),
+                "--destdir",
+                str(tmp_path / name),
+                "--disk-margin",
+                "0",
+                "-q",
+            ],
+            env=srv.client_env(),
+            capture_output=True,
+            text=True,
+            timeout=120,
         )
         assert result.returncode == 0, result.stderr
         lists[name] = set(logged_ids(log))

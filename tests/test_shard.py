@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import pytest
-
 from iabulk.shard import Shard, ShardError, parse_shard, shard_from_env
 
 IDS = [f"item-{i:05d}" for i in range(3000)]

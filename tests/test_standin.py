@@ -321,7 +321,7 @@ def test_library_search_pages_through_every_item(standin: Any, tmp_path: Path) -
     assert [r["identifier"] for r in out["results"]] == expected
     assert out["results"][0]["title"] == f"Stand-in item {expected[0]}"
     assert out["num_found"] == 270
-    assert sorted(out["both"]) == sorted(expected + ["elsewhere"])
+    assert sorted(out["both"]) == sorted([*expected, "elsewhere"])
     counters = srv.counters()
     # list() asks len() first (total_only), then pages 1, 2 (503), 2 again, 3;
     # then the single page of the second search

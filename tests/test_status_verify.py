@@ -9,14 +9,16 @@ from collections.abc import Callable
 from pathlib import Path
 
 from iabulk import JobLog
+
 from tests.standin import ArchiveStandin, Corpus
 
 IABULK = str(Path(sys.executable).with_name("iabulk"))
 
 
 def iabulk(srv: ArchiveStandin, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([IABULK, *args], env=srv.client_env(), capture_output=True, text=True,
-                          timeout=180)
+    return subprocess.run(
+        [IABULK, *args], env=srv.client_env(), capture_output=True, text=True, timeout=180
+    )
 
 
 def corpus_with_dark() -> Corpus:
@@ -30,8 +32,19 @@ def corpus_with_dark() -> Corpus:
 def first_run(srv: ArchiveStandin, tmp_path: Path) -> tuple[Path, Path]:
     log, dest = tmp_path / "run.jsonl", tmp_path / "files"
     dest.mkdir()
-    result = iabulk(srv, "download", "--search", "collection:c", "--joblog", str(log),
-                    "--destdir", str(dest), "--disk-margin", "0", "-q")
+    result = iabulk(
+        srv,
+        "download",
+        "--search",
+        "collection:c",
+        "--joblog",
+        str(log),
+        "--destdir",
+        str(dest),
+        "--disk-margin",
+        "0",
+        "-q",
+    )
     assert result.returncode == 1, result.stderr  # the dark item
     return log, dest
 

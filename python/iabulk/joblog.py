@@ -32,7 +32,14 @@ from iabulk._native import (
 )
 
 __all__ = [
-    "JobLog", "Bitmap", "Snapshot", "PendingJobs", "JobList", "MAX_SEQ", "utc_ts", "encode_line",
+    "JobLog",
+    "Bitmap",
+    "Snapshot",
+    "PendingJobs",
+    "JobList",
+    "MAX_SEQ",
+    "utc_ts",
+    "encode_line",
 ]
 
 

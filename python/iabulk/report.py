@@ -80,7 +80,7 @@ def merge_analytics(reports: Sequence[dict[str, Any]], paths: Sequence[str]) -> 
 
 def _epoch(ts: str | None) -> float | None:
     try:
-        return calendar.timegm(time.strptime(ts or "", "%Y%m%dT%H%M%SZ"))
+        return float(calendar.timegm(time.strptime(ts or "", "%Y%m%dT%H%M%SZ")))
     except ValueError:
         return None
 
@@ -95,8 +95,9 @@ def recent_rate(report: dict[str, Any]) -> tuple[float, float]:
     recent = report["throughput"][-RECENT_BUCKETS:]
     if not recent:
         return 0.0, 0.0
-    start, first, last = (_epoch(t) for t in (recent[0]["start"], report["first_ts"],
-                                               report["last_ts"]))
+    start, first, last = (
+        _epoch(t) for t in (recent[0]["start"], report["first_ts"], report["last_ts"])
+    )
     if start is None or last is None:
         return 0.0, 0.0
     span = max(1.0, last - max(start, first or start) + 1)
@@ -108,7 +109,8 @@ def eta_seconds(report: dict[str, Any]) -> float | None:
     items_per_second, _ = recent_rate(report)
     if not items_per_second:
         return None
-    return report["counts"]["pending"] / items_per_second
+    pending: int = report["counts"]["pending"]
+    return pending / items_per_second
 
 
 def _duration(seconds: float | None) -> str:
@@ -164,9 +166,13 @@ def render_status(report: dict[str, Any]) -> str:
         lines.append(f"  malformed  {c['malformed']:>12,}  line(s) skipped")
     retried = {n: jobs for n, jobs in report["retries"].items() if int(n) > 0}
     if retried:
-        lines.append("  retried    " + ", ".join(
-            f"{jobs:,} job(s) {n}×" for n, jobs in sorted(retried.items(), key=lambda kv: int(kv[0]))
-        ))
+        lines.append(
+            "  retried    "
+            + ", ".join(
+                f"{jobs:,} job(s) {n}x"
+                for n, jobs in sorted(retried.items(), key=lambda kv: int(kv[0]))
+            )
+        )
     if report["errors"]:
         lines.append("  failures by cause (all attempts):")
         for error in report["errors"][:TOP_CAUSES]:
@@ -175,7 +181,9 @@ def render_status(report: dict[str, Any]) -> str:
     disks = report["disks"]
     if len(disks) > 1:
         slowest = min(disks.items(), key=lambda kv: kv[1]["bytes"])
-        lines.append("  disks      " + ", ".join(
-            f"{d} {human_bytes(f['bytes'])}" for d, f in sorted(disks.items())
-        ) + f"   (least written: {slowest[0]})")
+        lines.append(
+            "  disks      "
+            + ", ".join(f"{d} {human_bytes(f['bytes'])}" for d, f in sorted(disks.items()))
+            + f"   (least written: {slowest[0]})"
+        )
     return "\n".join(lines)

@@ -63,12 +63,16 @@ def shard_from_env(env: Mapping[str, str], shards: int | None) -> Shard | None:
         return Shard(task - first + 1, count)
     if "JOB_COMPLETION_INDEX" in env:
         if shards is None:
-            raise ShardError("JOB_COMPLETION_INDEX is set: give the number of shards with --shards N")
+            raise ShardError(
+                "JOB_COMPLETION_INDEX is set: give the number of shards with --shards N"
+            )
         try:
             return Shard(int(env["JOB_COMPLETION_INDEX"]) + 1, shards)
         except ValueError:
             raise ShardError("JOB_COMPLETION_INDEX is not a number") from None
     if shards is not None:
-        raise ShardError("--shards needs a scheduler index (Slurm array or Kubernetes Indexed Job) "
-                         "or use --shard K/N")
+        raise ShardError(
+            "--shards needs a scheduler index (Slurm array or Kubernetes Indexed Job) "
+            "or use --shard K/N"
+        )
     return None

@@ -88,7 +88,11 @@ class AdaptiveLimit:
         with self._cond:
             self._in_use -= 1
             now = self._clock()
-            if succeeded and self.current < self.maximum and now - self._last_change >= self.ramp_seconds:
+            if (
+                succeeded
+                and self.current < self.maximum
+                and now - self._last_change >= self.ramp_seconds
+            ):
                 grown = self.current * 2 if self._slow_start else self.current + 1
                 self.current = min(self.maximum, grown)
                 self._last_change = now

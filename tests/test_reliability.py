@@ -258,7 +258,9 @@ if _spec:
             if hit:
                 with open(_marker, "w") as out:
                     out.write(os.fspath(dst))
-                os.kill(os.getpid(), signal.SIGSTOP)
+                # Aimed at this thread: a process-wide SIGSTOP may be taken by
+                # another thread while this one runs on for a moment.
+                signal.pthread_kill(threading.get_ident(), signal.SIGSTOP)
 
     os.replace = replace
 """

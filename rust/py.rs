@@ -180,62 +180,11 @@ impl IdSet {
     }
 }
 
-/// Lazy sequence of the pending job lines, in seq order.
-#[pyclass(module = "iabulk._native", name = "PendingJobs", frozen)]
-struct PendingJobs {
-    inner: pending::PendingJobs,
-    /// The scanned log, for error messages.
-    path: PathBuf,
-}
-
 /// Lines read per GIL release while iterating.
 const BATCH_LINES: usize = 1024;
 const BATCH_BYTES: usize = 1 << 20;
 
-#[pymethods]
-impl PendingJobs {
-    fn __len__(&self) -> usize {
-        self.inner.len()
-    }
-
-    fn __iter__(&self) -> PendingIter {
-        PendingIter {
-            reader: self.inner.reader(),
-            jobs: self.inner.clone(),
-            path: self.path.clone(),
-            batch: Batch::default(),
-            pos: 0,
-            next: 0,
-        }
-    }
-
-    fn __getitem__<'py>(&self, py: Python<'py>, index: isize) -> PyResult<Bound<'py, PyAny>> {
-        let len = self.inner.len() as isize;
-        let i = if index < 0 { index + len } else { index };
-        if i < 0 || i >= len {
-            return Err(PyIndexError::new_err("pending job index out of range"));
-        }
-        let jobs = &self.inner;
-        let line = py
-            .detach(|| {
-                let mut out = Vec::new();
-                jobs.line(i as usize, &mut out).map(|()| out)
-            })
-            .map_err(|e| os_error(e, &self.path))?;
-        json_loads(py, &line)
-    }
-
-    /// The pending seqs, in order.
-    fn seqs(&self) -> Vec<u32> {
-        self.inner.seqs()
-    }
-
-    fn __repr__(&self) -> String {
-        format!("<PendingJobs len={}>", self.inner.len())
-    }
-}
-
-/// Iterator over [`PendingJobs`]: reads lines in batches with the GIL
+/// Iterator over a [`JobList`]: reads lines in batches with the GIL
 /// released, parses each with `json.loads` when it is reached.
 #[pyclass(module = "iabulk._native")]
 struct PendingIter {
@@ -310,7 +259,7 @@ struct Snapshot {
     #[pyo3(get)]
     bitmap: Py<Bitmap>,
     #[pyo3(get)]
-    pending_jobs: Py<PendingJobs>,
+    pending_jobs: Py<JobList>,
     #[pyo3(get)]
     ids: Option<Py<IdSet>>,
 }
@@ -369,7 +318,7 @@ fn scan(py: Python<'_>, path: PathBuf, collect_ids: bool) -> PyResult<Snapshot> 
         bitmap: Py::new(py, Bitmap { inner: s.bitmap })?,
         pending_jobs: Py::new(
             py,
-            PendingJobs {
+            JobList {
                 inner: s.pending_jobs,
                 path: path.clone(),
             },
@@ -381,7 +330,8 @@ fn scan(py: Python<'_>, path: PathBuf, collect_ids: bool) -> PyResult<Snapshot> 
     })
 }
 
-/// Lazy sequence of job lines (dicts), in seq order, read when reached.
+/// Lazy sequence of job lines (dicts), in seq order, read when reached: the
+/// pending jobs of a scan, the completed or failed jobs of an analysis.
 #[pyclass(module = "iabulk._native", name = "JobList", frozen)]
 struct JobList {
     inner: pending::PendingJobs,
@@ -601,7 +551,8 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<Bitmap>()?;
     m.add_class::<IdSet>()?;
     m.add_class::<JobList>()?;
-    m.add_class::<PendingJobs>()?;
+    // The upstream engine's name for the pending list: the same class.
+    m.add("PendingJobs", m.getattr("JobList")?)?;
     m.add_class::<Snapshot>()?;
     m.add_function(wrap_pyfunction!(scan, m)?)?;
     m.add_function(wrap_pyfunction!(analyze, m)?)?;

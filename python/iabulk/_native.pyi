@@ -105,20 +105,24 @@ class IdSet:
     def __len__(self) -> int: ...
 
 @final
-class PendingJobs:
-    """Lazy sequence of the pending job lines, in seq order.
+class JobList:
+    """Lazy sequence of job lines (dicts), in seq order, read when reached.
 
-    Holds only the byte offsets of the job lines; each job dict is read from
-    the file and parsed when it is reached, so four million pending jobs do
-    not become four million dicts.
+    Holds only the byte offsets of the job lines (8 bytes a job); each job
+    dict is read from the file and parsed when it is reached, so four million
+    pending jobs do not become four million dicts. The pending jobs of a
+    :func:`scan`, the completed and failed jobs of an :func:`analyze`.
     """
 
     def __len__(self) -> int: ...
     def __iter__(self) -> Iterator[dict[str, Any]]: ...
     def __getitem__(self, index: int, /) -> dict[str, Any]:
-        """The ``index``-th pending job (negative indexes count from the end)."""
+        """The ``index``-th job (negative indexes count from the end)."""
     def seqs(self) -> list[int]:
-        """The pending seqs, in order."""
+        """The seqs, in order."""
+
+PendingJobs = JobList
+"""The upstream engine's name for the pending list."""
 
 @final
 class Snapshot:
@@ -141,7 +145,7 @@ class Snapshot:
     size: int
     """Bytes of the file that were scanned."""
     bitmap: Bitmap
-    pending_jobs: PendingJobs
+    pending_jobs: JobList
     ids: IdSet | None
     """Every job id, when the scan was asked to collect them."""
 
@@ -186,21 +190,6 @@ class Appender:
 
     def close(self) -> None:
         """Sync, release the lock, close. Idempotent."""
-
-@final
-class JobList:
-    """Lazy sequence of job lines (dicts), in seq order, read when reached.
-
-    The same mechanism as :class:`PendingJobs`, for other selections
-    (the completed jobs, the permanently failed jobs): 8 bytes per job.
-    """
-
-    def __len__(self) -> int: ...
-    def __iter__(self) -> Iterator[dict[str, Any]]: ...
-    def __getitem__(self, index: int, /) -> dict[str, Any]:
-        """The ``index``-th job (negative indexes count from the end)."""
-    def seqs(self) -> list[int]:
-        """The seqs, in order."""
 
 MAX_BUCKETS: int
 """The most throughput buckets :func:`analyze` reports, 100,000."""

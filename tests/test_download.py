@@ -35,6 +35,25 @@ def iabulk(
     )
 
 
+def search_download(
+    srv: ArchiveStandin, log: Path, dest: Path, *extra: str
+) -> subprocess.CompletedProcess[str]:
+    """The command most tests run: the whole collection `c` into ``dest``."""
+    return iabulk(
+        srv,
+        "download",
+        "--search",
+        "collection:c",
+        "--joblog",
+        str(log),
+        "--destdir",
+        str(dest),
+        "--disk-margin",
+        "0",
+        *extra,
+    )
+
+
 def md5_of(path: Path) -> str:
     return hashlib.md5(path.read_bytes()).hexdigest()
 
@@ -293,18 +312,7 @@ def test_a_different_source_for_an_existing_log_is_refused(
     corpus = corpus_of(2)
     srv = standin(corpus)
     log = tmp_path / "run.jsonl"
-    first = iabulk(
-        srv,
-        "download",
-        "--search",
-        "collection:c",
-        "--joblog",
-        str(log),
-        "--destdir",
-        str(dest),
-        "--disk-margin",
-        "0",
-    )
+    first = search_download(srv, log, dest)
     assert first.returncode == 0, first.stderr
     before = log.read_bytes()
     other = iabulk(
@@ -329,18 +337,7 @@ def test_flipped_byte_in_transit_is_detected_and_refetched(
     target = "c-item-0001/file-0.bin"
     srv = standin(corpus, FaultPlan().fail_first(target, ["flip"], kinds=["data"]))
     log = tmp_path / "run.jsonl"
-    result = iabulk(
-        srv,
-        "download",
-        "--search",
-        "collection:c",
-        "--joblog",
-        str(log),
-        "--destdir",
-        str(dest),
-        "--disk-margin",
-        "0",
-    )
+    result = search_download(srv, log, dest)
     assert result.returncode == 0, result.stderr
     assert srv.counters()["faults_injected"] == {"flip": 1}
     assert_verified(corpus, dest, corpus.identifiers())
@@ -398,18 +395,7 @@ def test_429_with_retry_after_is_honoured_without_failing_the_item(
     plan = FaultPlan(retry_after=1).fail_first("c-item-0000", ["429", "503"])
     srv = standin(corpus, plan)
     log = tmp_path / "run.jsonl"
-    result = iabulk(
-        srv,
-        "download",
-        "--search",
-        "collection:c",
-        "--joblog",
-        str(log),
-        "--destdir",
-        str(dest),
-        "--disk-margin",
-        "0",
-    )
+    result = search_download(srv, log, dest)
     assert result.returncode == 0, result.stderr
     assert srv.counters()["faults_injected"] == {"429": 1, "503": 1}
     assert failures_by_id(log) == {}

@@ -33,7 +33,8 @@ stand-in accepted, and the ratio of the run's wall time to ``ia seq``'s.
 ``tiny-100k`` measures engine overhead: iabulk over every item, plus ``ia seq``
 and ``ia xargs`` over a sample (``--tiny-sample``, extrapolated; marked ``~``),
 plus ``bare http``: a minimal client doing exactly iabulk's HTTP work (a
-metadata GET, then a GET of every listed file following its redirect, through
+metadata GET, then a GET of every listed file: the first through its ``/download``
+redirect, the others straight from the data-node directory it named, through
 a session made by iabulk's own session factory (same ia configuration,
 cookies, pools), shared by 10 threads, bodies discarded) over the same items.
 Engine overhead per job = (iabulk CPU - bare http CPU) / jobs: what iabulk
@@ -582,15 +583,11 @@ def cleanup(outdir: Path) -> None:
 
 DIAGNOSTICS = {
     "nostart": "  diag: no slow start",
-    "direct": "  diag: direct URLs",
 }
 """Diagnostic iabulk runs (not what iabulk does; never counted against a target):
 
 * ``nostart``: the adaptive transfer limit starts at ``-w`` instead of 2, i.e.
-  what the polite slow start (2 -> 4 -> 8 -> 10 over ~3 s) costs a run;
-* ``direct``: after an item's first ``/download`` redirect, its other files are
-  fetched straight from the data-node directory it pointed to, i.e. what one
-  redirect round trip per file costs.
+  what the polite slow start (2 -> 4 -> 8 -> 10 over ~3 s) costs a run.
 """
 
 VARIANT = r"""
@@ -602,23 +599,6 @@ if variant == "nostart":
     def init(self, maximum, start=2, *args, **kwargs):
         original(self, maximum, maximum, *args, **kwargs)
     throttle.AdaptiveLimit.__init__ = init
-elif variant == "direct":
-    from iabulk.workers import download
-    prefixes = {}
-    get = download.DownloadWorker._get
-    def direct_get(self, url, cancel, **kwargs):
-        marker = self.base_url + "/download/"
-        if not url.startswith(marker):
-            return get(self, url, cancel, **kwargs)
-        ident, _, name = url[len(marker):].partition("/")
-        if ident in prefixes:
-            return get(self, prefixes[ident] + name, cancel, **kwargs)
-        response = get(self, url, cancel, **kwargs)
-        final = response.url
-        if response.history and response.status_code in (200, 206) and final.endswith("/" + name):
-            prefixes[ident] = final[: -len(name)]
-        return response
-    download.DownloadWorker._get = direct_get
 from iabulk.cli import main
 sys.exit(main(sys.argv[1:]))
 """
@@ -642,9 +622,15 @@ def work():
         if ident is None:
             return
         meta = session.get(f"https://archive.org/metadata/{ident}", auth=auth, timeout=60).json()
+        node_dir = None  # like iabulk: one /download redirect per item, then the node
         for f in meta["files"]:
-            r = session.get(f"https://archive.org/download/{ident}/{quote(f['name'])}",
-                            stream=True, timeout=60)
+            name = quote(f["name"])
+            if node_dir is None:
+                r = session.get(f"https://archive.org/download/{ident}/{name}",
+                                stream=True, timeout=60)
+                node_dir = r.url[: -len(name)]
+            else:
+                r = session.get(node_dir + name, stream=True, timeout=60)
             assert r.status_code == 200, r.status_code
             if dest is None:
                 for chunk in r.iter_content(1 << 20):
@@ -966,7 +952,7 @@ def main(argv: list[str] | None = None) -> int:
         "--tools",
         default="ia-seq,ia-xargs,iabulk",
         help="comma-separated, from ia-seq, ia-xargs, iabulk, and the diagnostic iabulk "
-        "variants nostart and direct (see DIAGNOSTICS)",
+        "variant nostart (see DIAGNOSTICS)",
     )
     parser.add_argument(
         "--tiny-sample",

@@ -343,6 +343,42 @@ def test_flipped_byte_in_transit_is_detected_and_refetched(
     assert_verified(corpus, dest, corpus.identifiers())
 
 
+def test_an_items_files_come_from_its_data_node_after_one_redirect(
+    standin: Callable[..., ArchiveStandin], tmp_path: Path, dest: Path
+) -> None:
+    corpus = corpus_of(3, files=6)
+    srv = standin(corpus)
+    result = search_download(srv, tmp_path / "run.jsonl", dest, "-w", "1")
+    assert result.returncode == 0, result.stderr
+    assert_verified(corpus, dest, corpus.identifiers())
+    by_kind = srv.counters()["requests_by_kind"]
+    files = sum(len(corpus.metadata_doc(corpus.item(i))["files"]) for i in corpus.identifiers())
+    assert by_kind["redirect"] == 3  # one /download round trip per item, not per file
+    assert by_kind["data"] == files
+
+
+def test_a_file_the_data_node_refuses_is_asked_for_through_download(
+    standin: Callable[..., ArchiveStandin], tmp_path: Path, dest: Path
+) -> None:
+    corpus = corpus_of(2, files=4)
+    refused = "c-item-0001/file-2.bin"
+    # Once refused by the node only (say, a node that lost the file): /download decides,
+    # redirects again, and the second answer is the file.
+    plan = FaultPlan().fail_first(refused, ["403"], kinds=["data"])
+    # Refused by both (a restricted file): a permanent failure of that item only.
+    plan.fail_first("c-item-0000/file-3.bin", ["403"] * 5, kinds=["redirect", "data"])
+    srv = standin(corpus, plan)
+    log = tmp_path / "run.jsonl"
+    result = search_download(srv, log, dest, "-w", "1")
+    assert result.returncode == 1, result.stderr
+    assert_verified(corpus, dest, ["c-item-0001"])
+    assert srv.counters()["requests_by_kind"]["redirect"] == 2 + 2  # first file + each refusal
+    failures = failures_by_id(log)
+    assert list(failures) == ["c-item-0000"]
+    [(error, retry)] = failures["c-item-0000"]
+    assert "HTTP 403 for file-3.bin" in error and retry is False
+
+
 def test_dark_and_missing_items_fail_permanently_with_exit_1(
     standin: Callable[..., ArchiveStandin], tmp_path: Path, dest: Path
 ) -> None:

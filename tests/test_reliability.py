@@ -633,7 +633,8 @@ def test_fault_storm_every_recoverable_item_ends_verified(
         bandwidth=3_000_000,
         first_byte_delay=0.4,
     )
-    plan.fail_first("st-forbidden/locked.bin", ["403"] * 50, kinds=["redirect"])
+    # A restricted file: /download and the data node both refuse it.
+    plan.fail_first("st-forbidden/locked.bin", ["403"] * 50, kinds=["redirect", "data"])
     plan.fail_first("st-001", ["429", "429"], kinds=["metadata"])  # archive.org
     plan.fail_first("st-000/large-0.bin", ["429", "reset", "429"], kinds=["data"])  # data node
     srv = standin(corpus, plan)
@@ -1486,7 +1487,7 @@ def test_soak_kills_in_a_fault_storm(
         bandwidth=2_000_000,
         first_byte_delay=0.5,
     )
-    plan.fail_first("rk-forbidden/locked.bin", ["403"] * 1000, kinds=["redirect"])
+    plan.fail_first("rk-forbidden/locked.bin", ["403"] * 1000, kinds=["redirect", "data"])
     srv = standin(corpus, plan)
     dest = tmp_path / "files"
     dest.mkdir()

@@ -154,6 +154,8 @@ class _Item:
     reservation: Reservation
     written: int = 0
     lock: threading.Lock = field(default_factory=threading.Lock)
+    node_dir: str | None = None
+    """The data-node directory ``/download`` redirected this item's files to."""
 
 
 @dataclass(eq=False)
@@ -487,7 +489,6 @@ class DownloadWorker(BaseWorker):
         """Make one file present and verified; returns the bytes downloaded."""
         target = os.path.join(item.root, f.name)
         part = target + PART_SUFFIX
-        url = f"{self.base_url}/download/{quote(item.identifier, safe='')}/{quote(f.name)}"
         failures: list[str] = []
         try:
             if self._already_there(target, f):
@@ -500,7 +501,7 @@ class DownloadWorker(BaseWorker):
                     raise _Cancelled()
                 ok = False
                 try:
-                    written = self._transfer(url, part, item, f, cancel)
+                    written = self._transfer(part, item, f, cancel)
                     ok = True
                 except _Transient as exc:
                     failures.append(str(exc))
@@ -535,9 +536,7 @@ class DownloadWorker(BaseWorker):
         # iabulk stamps the metadata mtime on a file only after verifying it.
         return int(st.st_mtime) == int(f.mtime)
 
-    def _transfer(
-        self, url: str, part: str, item: _Item, f: _File, cancel: threading.Event
-    ) -> int:
+    def _transfer(self, part: str, item: _Item, f: _File, cancel: threading.Event) -> int:
         """One attempt: resume or start the temporary file, verify it at the end."""
         offset = _size_or_zero(part)
         if f.size is not None and offset > f.size:
@@ -552,7 +551,7 @@ class DownloadWorker(BaseWorker):
             _remove(part)
             offset, digest = 0, hashlib.md5()
         headers = {"Range": f"bytes={offset}-"} if offset else {}
-        response = self._get(url, cancel, headers=headers, stream=True)
+        response = self._request_file(item, f, headers, cancel)
         with response:
             status = response.status_code
             if status in (403, 404, 410):
@@ -577,6 +576,37 @@ class DownloadWorker(BaseWorker):
             _remove(part)
             raise _Transient(f"md5 mismatch for {f.name}")
         return received
+
+    def _request_file(
+        self, item: _Item, f: _File, headers: dict[str, str], cancel: threading.Event
+    ) -> requests.Response:
+        """GET a file's body, straight from the item's data node once ``/download`` named it.
+
+        ``/download`` decides access and where an item lives, at the price of
+        a redirect round trip per file; an item's files all live in one
+        data-node directory, so after the first redirect the others are asked
+        for there directly. Any answer from that directory other than a body
+        (or 416 for a range past its end) falls back to ``/download``, which
+        then decides: a file the node refuses, an item moved away, a node gone
+        (a node that cannot be reached is forgotten).
+        """
+        name = quote(f.name)
+        node_dir = item.node_dir
+        if node_dir is not None:
+            try:
+                response = self._get(node_dir + name, cancel, headers=headers, stream=True)
+            except _Transient:
+                item.node_dir = None
+            else:
+                if response.status_code in (200, 206, 416):
+                    return response
+                response.close()  # /download decides, and redirects elsewhere if need be
+        url = f"{self.base_url}/download/{quote(item.identifier, safe='')}/{name}"
+        response = self._get(url, cancel, headers=headers, stream=True)
+        final = response.url
+        if response.history and response.status_code in (200, 206) and final.endswith("/" + name):
+            item.node_dir = final[: -len(name)]
+        return response
 
     def _stream(
         self,

@@ -31,7 +31,7 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable, Iterator
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import quote
@@ -156,6 +156,8 @@ class _Item:
     lock: threading.Lock = field(default_factory=threading.Lock)
     node_dir: str | None = None
     """The data-node directory ``/download`` redirected this item's files to."""
+    finishing: list[Future[None]] = field(default_factory=list)
+    """Verified files being synced and renamed into place."""
 
 
 @dataclass(eq=False)
@@ -208,6 +210,7 @@ class DownloadWorker(BaseWorker):
         self._session_lock = threading.Lock()
         self._transfers = transfers
         self._pool = ThreadPoolExecutor(transfers, thread_name_prefix="iabulk-transfer")
+        self._finisher = ThreadPoolExecutor(transfers, thread_name_prefix="iabulk-finish")
         # Items whose files are being fetched, and how many threads pull files.
         self._sched = threading.Condition()
         self._open: list[_Work] = []
@@ -219,6 +222,7 @@ class DownloadWorker(BaseWorker):
 
     def close(self) -> None:
         self._pool.shutdown(wait=True, cancel_futures=True)
+        self._finisher.shutdown(wait=True)
         if self._shared is not None:
             self._shared.close()
 
@@ -361,7 +365,10 @@ class DownloadWorker(BaseWorker):
         if opts.on_the_fly and metadata.get("metadata", {}).get("mediatype") == "texts":
             for suffix in (".epub", ".mobi", "_daisy.zip", "_archive_marc.xml"):
                 chosen.append(_File(identifier + suffix, None, None, None, optional=True))
-        return chosen, refused
+        # A name listed twice is one file: fetching it twice at once would race on its
+        # temporary file. The first listing counts.
+        unique = {f.name: f for f in reversed(chosen)}
+        return [f for f in chosen if unique[f.name] is f], refused
 
     def _claim(self, identifier: str, files: list[_File]) -> None:
         """Under --no-directories all items share one directory: a file name that
@@ -387,7 +394,7 @@ class DownloadWorker(BaseWorker):
         work = _Work(item, deque(files), cancel)
         try:
             self._fetch_all(work)
-            errors = work.errors
+            errors = work.errors + [e for e in map(Future.exception, item.finishing) if e]
             if not errors:
                 _sync_dirs(item.root, files)
         finally:
@@ -512,13 +519,14 @@ class DownloadWorker(BaseWorker):
                     raise
                 finally:
                     self.limit.release(ok)
-                _finish_file(part, target, f)
+                # The slot moves on to the next file while the disk catches up;
+                # the item is not done until every finish is.
+                finish = self._finisher.submit(_finish_file, part, target, f)
+                with item.lock:
+                    item.finishing.append(finish)
                 return written
         except OSError as exc:
-            if exc.errno in (errno.ENOSPC, errno.EDQUOT):
-                _remove(part)
-                raise DisksFull(f"disk full writing {target}") from None
-            raise _Permanent(f"cannot write {target}: {exc.strerror}") from None
+            raise _write_failure(exc, part, target) from None
         raise _Transient(f"{f.name}: {failures[-1]}" if failures else f"{f.name}: failed")
 
     def _already_there(self, target: str, f: _File) -> bool:
@@ -618,6 +626,8 @@ class DownloadWorker(BaseWorker):
         f: _File,
         cancel: threading.Event,
     ) -> int:
+        from iabulk.workers.sink import iter_body
+
         received = 0
         reservation = item.reservation
         with self.board.slot(item.identifier, f.name, f.size or 0) as slot, open(
@@ -625,7 +635,8 @@ class DownloadWorker(BaseWorker):
         ) as out:
             slot.add(offset)
             try:
-                for chunk in response.iter_content(self._chunk):
+                # One reused buffer; each chunk is hashed and written before the next read.
+                for chunk in iter_body(response, self._chunk):
                     digest.update(chunk)
                     out.write(chunk)
                     n = len(chunk)
@@ -646,14 +657,25 @@ class DownloadWorker(BaseWorker):
 
 def _finish_file(part: str, target: str, f: _File) -> None:
     """Make the verified bytes durable, stamp the mtime, rename into place."""
-    fd = os.open(part, os.O_RDONLY)
     try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    if f.mtime is not None:
-        os.utime(part, (f.mtime, f.mtime))
-    os.replace(part, target)
+        fd = os.open(part, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        if f.mtime is not None:
+            os.utime(part, (f.mtime, f.mtime))
+        os.replace(part, target)
+    except OSError as exc:
+        raise _write_failure(exc, part, target) from None
+
+
+def _write_failure(exc: OSError, part: str, target: str) -> Exception:
+    """What a failed write of ``target`` means for the item: a full disk, or a refusal."""
+    if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        _remove(part)
+        return DisksFull(f"disk full writing {target}")
+    return _Permanent(f"cannot write {target}: {exc.strerror}")
 
 
 def _sync_dirs(root: str, files: list[_File]) -> None:

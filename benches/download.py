@@ -607,11 +607,11 @@ BARE_HTTP = r"""
 import os, sys, threading
 from urllib.parse import quote
 from internetarchive.auth import S3Auth
-from iabulk.cli import _ia_session, _session_factory
+from iabulk.session import ia_session, session_factory
 ids = open(sys.argv[1]).read().split()
 dest = sys.argv[3] if len(sys.argv) > 3 else None
-ia = _ia_session(None)  # the same configuration, cookies and session class as iabulk
-session = _session_factory(ia, int(sys.argv[2]))()
+ia = ia_session(None)  # the same configuration, cookies and session class as iabulk
+session = session_factory(ia, int(sys.argv[2]))()
 auth = S3Auth(ia.access_key, ia.secret_key)
 it = iter(ids)
 lock = threading.Lock()

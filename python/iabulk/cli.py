@@ -26,6 +26,7 @@ from iabulk.errors import IabulkError, JobLogError, SourceError, TransientSource
 from iabulk.joblog import JobLog
 from iabulk.progress import TransferBoard
 from iabulk.report import merge_analytics, render_status
+from iabulk.session import ia_session, session_factory
 from iabulk.shard import ShardError, parse_shard, shard_from_env
 from iabulk.sources import Source, itemlist_path, resolve
 from iabulk.throttle import AdaptiveLimit, RateGate, TokenBucket, parse_rate
@@ -81,52 +82,115 @@ def build_parser() -> argparse.ArgumentParser:
     dl.add_argument("identifiers", nargs="*", metavar="IDENTIFIER")
     src = dl.add_argument_group("source (one of; omitted on resume)")
     src.add_argument("--search", metavar="QUERY", help="an archive.org search query")
-    src.add_argument("--search-param", action="append", default=[], metavar="KEY:VALUE",
-                     help="extra search parameter (repeatable)")
+    src.add_argument(
+        "--search-param",
+        action="append",
+        default=[],
+        metavar="KEY:VALUE",
+        help="extra search parameter (repeatable)",
+    )
     src.add_argument("--itemlist", metavar="FILE", help="a file of identifiers, - for stdin")
-    src.add_argument("--shard", metavar="K/N",
-                     help="keep only shard K of N of the source (default: from a Slurm array "
-                     "or Kubernetes Indexed Job)")
-    src.add_argument("--shards", type=int, metavar="N",
-                     help="number of shards when the index comes from the scheduler")
-    dl.add_argument("--joblog", required=True, metavar="FILE",
-                    help="the job log: manifest, progress and resume point")
-    dl.add_argument("-w", "--workers", type=int, metavar="N",
-                    help=f"concurrent items and transfers (default 4, at most {MAX_WORKERS})")
+    src.add_argument(
+        "--shard",
+        metavar="K/N",
+        help="keep only shard K of N of the source (default: from a Slurm array "
+        "or Kubernetes Indexed Job)",
+    )
+    src.add_argument(
+        "--shards",
+        type=int,
+        metavar="N",
+        help="number of shards when the index comes from the scheduler",
+    )
+    dl.add_argument(
+        "--joblog",
+        required=True,
+        metavar="FILE",
+        help="the job log: manifest, progress and resume point",
+    )
+    dl.add_argument(
+        "-w",
+        "--workers",
+        type=int,
+        metavar="N",
+        help=f"concurrent items and transfers (default 4, at most {MAX_WORKERS})",
+    )
     dl.add_argument("--retries", type=int, metavar="N", help="retries per job (default 3)")
-    dl.add_argument("--destdir", action="append", metavar="DIR",
-                    help="destination directory, repeatable: items go where there is most room")
-    dl.add_argument("--disk-margin", metavar="SIZE",
-                    help="free space to leave on every destination (default 1G)")
-    dl.add_argument("--no-disk-check", action="store_true", default=None,
-                    help="do not route by free space")
+    dl.add_argument(
+        "--destdir",
+        action="append",
+        metavar="DIR",
+        help="destination directory, repeatable: items go where there is most room",
+    )
+    dl.add_argument(
+        "--disk-margin",
+        metavar="SIZE",
+        help="free space to leave on every destination (default 1G)",
+    )
+    dl.add_argument(
+        "--no-disk-check", action="store_true", default=None, help="do not route by free space"
+    )
     flt = dl.add_argument_group("file selection (as in ia download)")
-    flt.add_argument("-g", "--glob", action="append", metavar="PATTERN",
-                     help="only files matching PATTERN ('|' separates alternatives)")
-    flt.add_argument("--exclude", action="append", metavar="PATTERN",
-                     help="skip files matching PATTERN")
-    flt.add_argument("-f", "--format", action="append", metavar="FORMAT",
-                     help="only files of this format")
-    flt.add_argument("--source", action="append", metavar="SOURCE",
-                     help="only files of this source (original, derivative, metadata)")
-    flt.add_argument("--exclude-source", action="append", metavar="SOURCE",
-                     help="skip files of this source")
-    flt.add_argument("--on-the-fly", action="store_true", default=None,
-                     help="also fetch derivatives made on the fly (EPUB, MOBI, DAISY)")
-    flt.add_argument("--no-directories", action="store_true", default=None,
-                     help="put files in DESTDIR directly, not DESTDIR/IDENTIFIER")
-    flt.add_argument("--ignore-existing", action="store_true", default=None,
-                     help="keep any existing file as it is, unchecked")
-    flt.add_argument("--checksum", action="store_true", default=None,
-                     help="check existing files by md5 (default: size and mtime)")
-    dl.add_argument("--limit-rate", metavar="RATE",
-                    help="total bandwidth cap across all transfers, e.g. 10M or 500K (per second)")
-    dl.add_argument("--retry-failed", action="store_true",
-                    help="put the permanently failed jobs back to pending, then resume")
-    dl.add_argument("--timeout", type=float, metavar="SECONDS",
-                    help="network timeout (default 60)")
-    dl.add_argument("--config-file", metavar="FILE",
-                    help="ia configuration file (default: as ia finds it)")
+    flt.add_argument(
+        "-g",
+        "--glob",
+        action="append",
+        metavar="PATTERN",
+        help="only files matching PATTERN ('|' separates alternatives)",
+    )
+    flt.add_argument(
+        "--exclude", action="append", metavar="PATTERN", help="skip files matching PATTERN"
+    )
+    flt.add_argument(
+        "-f", "--format", action="append", metavar="FORMAT", help="only files of this format"
+    )
+    flt.add_argument(
+        "--source",
+        action="append",
+        metavar="SOURCE",
+        help="only files of this source (original, derivative, metadata)",
+    )
+    flt.add_argument(
+        "--exclude-source", action="append", metavar="SOURCE", help="skip files of this source"
+    )
+    flt.add_argument(
+        "--on-the-fly",
+        action="store_true",
+        default=None,
+        help="also fetch derivatives made on the fly (EPUB, MOBI, DAISY)",
+    )
+    flt.add_argument(
+        "--no-directories",
+        action="store_true",
+        default=None,
+        help="put files in DESTDIR directly, not DESTDIR/IDENTIFIER",
+    )
+    flt.add_argument(
+        "--ignore-existing",
+        action="store_true",
+        default=None,
+        help="keep any existing file as it is, unchecked",
+    )
+    flt.add_argument(
+        "--checksum",
+        action="store_true",
+        default=None,
+        help="check existing files by md5 (default: size and mtime)",
+    )
+    dl.add_argument(
+        "--limit-rate",
+        metavar="RATE",
+        help="total bandwidth cap across all transfers, e.g. 10M or 500K (per second)",
+    )
+    dl.add_argument(
+        "--retry-failed",
+        action="store_true",
+        help="put the permanently failed jobs back to pending, then resume",
+    )
+    dl.add_argument("--timeout", type=float, metavar="SECONDS", help="network timeout (default 60)")
+    dl.add_argument(
+        "--config-file", metavar="FILE", help="ia configuration file (default: as ia finds it)"
+    )
     dl.add_argument("-q", "--quiet", action="store_true", help="print nothing but errors")
 
     st = commands.add_parser(
@@ -137,10 +201,19 @@ def build_parser() -> argparse.ArgumentParser:
     st.add_argument("joblogs", nargs="+", metavar="JOBLOG")
     shown = st.add_mutually_exclusive_group()
     shown.add_argument("--json", action="store_true", help="the full analytics, as JSON")
-    shown.add_argument("--failed", action="store_true",
-                       help="the permanently failed identifiers, one per line (for --itemlist)")
-    st.add_argument("--watch", nargs="?", type=float, const=5.0, metavar="SECONDS",
-                    help="refresh every few seconds (default 5) until Ctrl-C; never locks the log")
+    shown.add_argument(
+        "--failed",
+        action="store_true",
+        help="the permanently failed identifiers, one per line (for --itemlist)",
+    )
+    st.add_argument(
+        "--watch",
+        nargs="?",
+        type=float,
+        const=5.0,
+        metavar="SECONDS",
+        help="refresh every few seconds (default 5) until Ctrl-C; never locks the log",
+    )
 
     vf = commands.add_parser(
         "verify",
@@ -150,12 +223,25 @@ def build_parser() -> argparse.ArgumentParser:
         "next `iabulk download --joblog` fetches them again.",
     )
     vf.add_argument("joblog", metavar="JOBLOG")
-    vf.add_argument("--requeue", action="store_true",
-                    help="remove damaged files and mark their items pending again")
-    vf.add_argument("-w", "--workers", type=int, default=4, metavar="N",
-                    help="items checked at once (default 4)")
-    vf.add_argument("--destdir", action="append", metavar="DIR",
-                    help="where the items are (default: the destinations the run recorded)")
+    vf.add_argument(
+        "--requeue",
+        action="store_true",
+        help="remove damaged files and mark their items pending again",
+    )
+    vf.add_argument(
+        "-w",
+        "--workers",
+        type=int,
+        default=4,
+        metavar="N",
+        help="items checked at once (default 4)",
+    )
+    vf.add_argument(
+        "--destdir",
+        action="append",
+        metavar="DIR",
+        help="where the items are (default: the destinations the run recorded)",
+    )
     vf.add_argument("--config-file", metavar="FILE", help="ia configuration file")
     vf.add_argument("-q", "--quiet", action="store_true", help="print nothing but problems")
     return parser
@@ -280,210 +366,6 @@ def _check_options(options: dict[str, Any]) -> tuple[int, DiskPool]:
     pool = DiskPool(options["destdir"], margin=margin, check=not options["no_disk_check"])
     _bucket(options)
     return workers, pool
-
-
-def _ia_session(config_file: str | None) -> Any:
-    from internetarchive import get_session
-
-    if config_file and not os.path.isfile(config_file):
-        raise UsageError(f"config file not found: {config_file}")
-    try:
-        return get_session(config_file=config_file, http_adapter_kwargs={"max_retries": 0})
-    except Exception as exc:
-        raise UsageError(f"cannot read the ia configuration: {type(exc).__name__}: {exc}") from None
-
-
-def _env_cached_session_class() -> Any:
-    """``requests.Session`` that reads the proxy environment once per host.
-
-    ``requests`` looks up ``*_PROXY``/``NO_PROXY`` for every request and again
-    for every redirect, and each look-up walks all of ``os.environ``: with a
-    few dozen variables that was ~40% of iabulk's CPU on small files. The
-    answer depends only on the host (and the environment, which iabulk never
-    changes while it runs), so it is cached per host, and so is the
-    ``.netrc`` look-up made on every redirect; everything else, including
-    NO_PROXY matching, Proxy-Authorization and stripping credentials on a
-    redirect to another host, is what ``requests`` does.
-    """
-    from urllib.request import getproxies_environment
-
-    import requests
-    from requests.auth import _basic_auth_str
-    from requests.sessions import merge_setting
-    from requests.utils import get_auth_from_url, get_environ_proxies, get_netrc_auth
-
-    class EnvCachedSession(requests.Session):
-        def __init__(self) -> None:
-            super().__init__()
-            self._environ: dict[tuple[str, str | None], dict[str, str]] = {}
-            self._netrc: dict[str, tuple[str, str] | None] = {}
-            # Without NO_PROXY (in any spelling) the answer is the same for every host.
-            self._per_host = "no" in getproxies_environment()
-
-        def _environ_proxies(self, url: str, no_proxy: str | None) -> dict[str, str]:
-            if self._per_host or no_proxy:
-                scheme, _, rest = url.partition("://")
-                key = (scheme + "://" + rest.split("/", 1)[0], no_proxy)
-            else:
-                key = ("", None)
-            found = self._environ.get(key)
-            if found is None:
-                if len(self._environ) > 4096:
-                    self._environ.clear()
-                found = self._environ[key] = get_environ_proxies(url, no_proxy=no_proxy)
-            return found
-
-        def merge_environment_settings(  # same as requests', with the cached look-up
-            self, url: Any, proxies: Any, stream: Any, verify: Any, cert: Any
-        ) -> dict[str, Any]:
-            if self.trust_env:
-                no_proxy = proxies.get("no_proxy") if proxies is not None else None
-                if proxies is not None:
-                    for k, v in self._environ_proxies(url, no_proxy).items():
-                        proxies.setdefault(k, v)
-                if verify is True or verify is None:
-                    verify = (os.environ.get("REQUESTS_CA_BUNDLE")
-                              or os.environ.get("CURL_CA_BUNDLE") or verify)
-            return {
-                "proxies": merge_setting(proxies, self.proxies),
-                "stream": merge_setting(stream, self.stream),
-                "verify": merge_setting(verify, self.verify),
-                "cert": merge_setting(cert, self.cert),
-            }
-
-        def rebuild_proxies(self, prepared_request: Any, proxies: Any) -> dict[str, str]:
-            headers = prepared_request.headers
-            url = prepared_request.url
-            scheme = url.partition("://")[0].lower()
-            proxies = proxies if proxies is not None else {}
-            new_proxies = dict(proxies)
-            if self.trust_env:
-                environ = self._environ_proxies(url, proxies.get("no_proxy"))
-                proxy = environ.get(scheme, environ.get("all"))
-                if proxy:
-                    new_proxies.setdefault(scheme, proxy)
-            if "Proxy-Authorization" in headers:
-                del headers["Proxy-Authorization"]
-            try:
-                username, password = get_auth_from_url(new_proxies[scheme])
-            except KeyError:
-                username, password = None, None
-            if not scheme.startswith("https") and username and password:
-                headers["Proxy-Authorization"] = _basic_auth_str(username, password)
-            return new_proxies
-
-        def rebuild_auth(self, prepared_request: Any, response: Any) -> None:
-            # As requests' own, with the .netrc look-up (a file probe on every
-            # redirect) cached per host like the proxies.
-            headers = prepared_request.headers
-            url = prepared_request.url
-            if "Authorization" in headers and self.should_strip_auth(response.request.url, url):
-                del headers["Authorization"]
-            if not self.trust_env:
-                return
-            scheme, _, rest = url.partition("://")
-            host = scheme + "://" + rest.split("/", 1)[0]
-            if host not in self._netrc:
-                if len(self._netrc) > 4096:
-                    self._netrc.clear()
-                self._netrc[host] = get_netrc_auth(url)
-            new_auth = self._netrc[host]
-            if new_auth is not None:
-                prepared_request.prepare_auth(new_auth)
-
-    return EnvCachedSession
-
-
-def _cached_context_adapter_class() -> Any:
-    """``HTTPAdapter`` that loads each CA bundle once, not once per connection.
-
-    ``urllib3`` builds a new ``SSLContext`` for every new connection and
-    parses the whole CA bundle into it: ~18 ms of CPU for a 140-certificate
-    bundle (certifi's, or the system's via ``REQUESTS_CA_BUNDLE``), paid once
-    per item because every item lives on its own data node. Here the context
-    for a bundle is built once (as ``urllib3`` builds it) and shared by the
-    pools; verification is unchanged (``CERT_REQUIRED``, the same bundle,
-    ``urllib3``'s host-name check). A bundle that cannot be loaded falls back
-    to the default path, so errors are reported exactly as ``requests`` does.
-    """
-    import ssl
-
-    from requests.adapters import HTTPAdapter
-    from requests.utils import DEFAULT_CA_BUNDLE_PATH
-    from urllib3.util.ssl_ import create_urllib3_context
-
-    class CachedContextAdapter(HTTPAdapter):
-        def __init__(self, *args: Any, **kwargs: Any) -> None:
-            self._contexts: dict[str, ssl.SSLContext | None] = {}
-            super().__init__(*args, **kwargs)
-
-        def _context(self, verify: Any) -> ssl.SSLContext | None:
-            path = DEFAULT_CA_BUNDLE_PATH if verify is True else verify
-            if not isinstance(path, str):
-                return None
-            if path not in self._contexts:
-                context: ssl.SSLContext | None = None
-                if os.path.exists(path):
-                    try:
-                        context = create_urllib3_context(cert_reqs=ssl.CERT_REQUIRED)
-                        if os.path.isdir(path):
-                            context.load_verify_locations(capath=path)
-                        else:
-                            context.load_verify_locations(cafile=path)
-                    except (OSError, ValueError):
-                        context = None
-                self._contexts[path] = context
-            return self._contexts[path]
-
-        def build_connection_pool_key_attributes(
-            self, request: Any, verify: Any, cert: Any = None
-        ) -> tuple[dict[str, Any], dict[str, Any]]:
-            host_params, pool_kwargs = super().build_connection_pool_key_attributes(
-                request, verify, cert
-            )
-            if host_params.get("scheme") == "https" and verify and cert is None:
-                context = self._context(verify)
-                if context is not None:
-                    pool_kwargs.pop("ca_certs", None)
-                    pool_kwargs.pop("ca_cert_dir", None)
-                    pool_kwargs["ssl_context"] = context
-            return host_params, pool_kwargs
-
-        def cert_verify(self, conn: Any, url: str, verify: Any, cert: Any) -> None:
-            super().cert_verify(conn, url, verify, cert)  # its checks and errors
-            context = getattr(conn, "conn_kw", {}).get("ssl_context")
-            if context is not None and any(context is c for c in self._contexts.values()):
-                conn.ca_certs = None  # already in the shared context: no reload
-                conn.ca_cert_dir = None
-
-    return CachedContextAdapter
-
-
-def _session_factory(ia_session: Any, workers: int = 4) -> Any:
-    """The one ``requests.Session`` every transfer thread shares.
-
-    Its pools keep ``workers`` connections per host (one item's files, or
-    ``-w`` threads on one wide item, all hit one data node) for many hosts
-    (every item in flight has its own data node), so connections are reused
-    across items, files and redirects instead of opened per file.
-    """
-    import requests
-
-    agent = f"iabulk/{__version__} {ia_session.headers.get('User-Agent', '')}".strip()
-    cookies = ia_session.cookies
-
-    def make() -> requests.Session:
-        session = _env_cached_session_class()()
-        session.headers["User-Agent"] = agent
-        session.cookies.update(cookies)
-        adapter = _cached_context_adapter_class()(
-            pool_connections=4 * workers + 8, pool_maxsize=workers + 2, max_retries=0
-        )
-        session.mount("https://", adapter)
-        session.mount("http://", adapter)
-        return session
-
-    return make
 
 
 def _search_fn(config_file: str | None) -> Any:
@@ -617,16 +499,26 @@ def _download(
     # with duplicates skipped, so nothing is added twice.
     if source is not None and (not snapshot.resolved or recorded_source is None):
         if source.kind == "itemlist" and source.path == "-" and cli_source is None:
-            raise SourceError("resolve was interrupted and the item list came from stdin: "
-                              "pass it again with --itemlist -")
-        joblog.write_record({"event": "source", "op": OP, "source": source.to_record(),
-                             "options": {k: options[k] for k in _DEFAULTS}})
+            raise SourceError(
+                "resolve was interrupted and the item list came from stdin: "
+                "pass it again with --itemlist -"
+            )
+        joblog.write_record(
+            {
+                "event": "source",
+                "op": OP,
+                "source": source.to_record(),
+                "options": {k: options[k] for k in _DEFAULTS},
+            }
+        )
         say(f"resolving {source.describe()} …")
         # Only a resolve needs every identifier at hand (16+ bytes a job).
         known = (joblog.snapshot(collect_ids=True).ids if snapshot.total else None) or IdSet()
         stats = resolve(joblog, source, OP, known, snapshot.max_seq, _search_fn(args.config_file))
-        say(f"resolved: {stats.added} new job(s), {stats.duplicates} duplicate(s) "
-            f"and {stats.empty} empty line(s) skipped")
+        say(
+            f"resolved: {stats.added} new job(s), {stats.duplicates} duplicate(s) "
+            f"and {stats.empty} empty line(s) skipped"
+        )
         snapshot = joblog.snapshot()
         if snapshot.total == 0:
             raise UsageError(f"{source.describe()} gave no identifiers; nothing to do")
@@ -648,17 +540,22 @@ def _download_worker(
     """A download worker with the ia configuration and the run's file selection."""
     from internetarchive.auth import S3Auth
 
-    ia_session = _ia_session(config_file)
-    keys = (ia_session.access_key, ia_session.secret_key)
+    ia = ia_session(config_file)
+    keys = (ia.access_key, ia.secret_key)
     return DownloadWorker(
-        _session_factory(ia_session, transfers),
-        f"{ia_session.protocol}//{ia_session.host}",
+        session_factory(ia, transfers),
+        f"{ia.protocol}//{ia.host}",
         disks,
         DownloadOptions(
-            glob=options["glob"], exclude=options["exclude"], formats=options["format"],
-            sources=options["source"], exclude_sources=options["exclude_source"],
-            on_the_fly=options["on_the_fly"], no_directories=options["no_directories"],
-            ignore_existing=options["ignore_existing"], checksum=options["checksum"],
+            glob=options["glob"],
+            exclude=options["exclude"],
+            formats=options["format"],
+            sources=options["source"],
+            exclude_sources=options["exclude_source"],
+            on_the_fly=options["on_the_fly"],
+            no_directories=options["no_directories"],
+            ignore_existing=options["ignore_existing"],
+            checksum=options["checksum"],
             timeout=float(options["timeout"]),
         ),
         transfers=transfers,
@@ -698,7 +595,9 @@ def _run(
     interrupts.engine = engine
     interrupts.announce = ui.error if quiet else ui.info
     if snapshot.in_flight:
-        ui.info(f"resuming: {len(pending)} pending job(s), {snapshot.in_flight} cut short last time")
+        ui.info(
+            f"resuming: {len(pending)} pending job(s), {snapshot.in_flight} cut short last time"
+        )
     ui.start()
     try:
         summary = engine.run(pending)
@@ -709,8 +608,10 @@ def _run(
         worker.close()
     final = joblog.snapshot()
     left = final.pending
-    line = (f"{final.completed} completed, {final.failed} failed, {left} pending "
-            f"of {final.total} job(s)")
+    line = (
+        f"{final.completed} completed, {final.failed} failed, {left} pending "
+        f"of {final.total} job(s)"
+    )
     if summary.interrupted and left:
         say(f"interrupted: {line}; run the same command again to resume")
         return 130
@@ -748,9 +649,14 @@ def cmd_verify(args: argparse.Namespace) -> int:
             try:
                 count = joblog.requeue(report.damaged, reason="verify")
             except OSError as exc:
-                raise JobLogError(f"cannot requeue in {args.joblog}: {exc.strerror or exc}") from None
-            print(f"iabulk: {count} item(s) put back to pending; fetch them again with: "
-                  f"iabulk download --joblog {args.joblog}", file=sys.stderr)
+                raise JobLogError(
+                    f"cannot requeue in {args.joblog}: {exc.strerror or exc}"
+                ) from None
+            print(
+                f"iabulk: {count} item(s) put back to pending; fetch them again with: "
+                f"iabulk download --joblog {args.joblog}",
+                file=sys.stderr,
+            )
     finally:
         worker.close()
         joblog.close()

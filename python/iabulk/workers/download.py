@@ -30,13 +30,14 @@ import os
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import quote
 
 import requests
+from requests.structures import CaseInsensitiveDict
 
 from iabulk.disk import DiskPool, DisksFull, Reservation
 from iabulk.progress import TransferBoard
@@ -147,6 +148,21 @@ class _File:
     optional: bool = False
 
 
+@dataclass(frozen=True)
+class _Node:
+    """A data-node directory, and what ``requests`` adds to a request for it, merged once.
+
+    ``Session.request`` merges the session's headers, cookies, ``.netrc`` auth,
+    proxies and CA settings afresh for every request: about as much CPU as
+    the HTTP exchange itself on a small file. For the files of one item, all
+    in one directory, the merge gives the same answer every time.
+    """
+
+    url: str
+    headers: Mapping[str, str]
+    settings: dict[str, Any]
+
+
 @dataclass
 class _Item:
     identifier: str
@@ -154,7 +170,7 @@ class _Item:
     reservation: Reservation
     written: int = 0
     lock: threading.Lock = field(default_factory=threading.Lock)
-    node_dir: str | None = None
+    node: _Node | None = None
     """The data-node directory ``/download`` redirected this item's files to."""
     finishing: list[Future[None]] = field(default_factory=list)
     """Verified files being synced and renamed into place."""
@@ -241,7 +257,8 @@ class DownloadWorker(BaseWorker):
         identifier = str(job.get("id", ""))
         reason = unsafe_identifier_reason(identifier)
         if reason:
-            return WorkerResult(False, identifier, error=f"refused identifier: {reason}", retry=False)
+            error = f"refused identifier: {reason}"
+            return WorkerResult(False, identifier, error=error, retry=False)
         try:
             metadata = self._metadata(identifier, cancel_event)
             files, refused = self._select(identifier, metadata)
@@ -252,21 +269,31 @@ class DownloadWorker(BaseWorker):
             return WorkerResult(False, identifier, error=str(exc), backoff=True,
                                 backoff_seconds=max(1.0, self.gate.remaining()))
         except DisksFull as exc:
-            return WorkerResult(False, identifier, error=str(exc), backoff=True, backoff_seconds=2.0)
+            return WorkerResult(
+                False, identifier, error=str(exc), backoff=True, backoff_seconds=2.0
+            )
         except _Cancelled:
             return WorkerResult(False, identifier, error="cancelled")
         except _Transient as exc:
             return WorkerResult(False, identifier, error=str(exc))
 
     def _get(self, url: str, cancel: threading.Event, **kwargs: Any) -> requests.Response:
-        """GET through the rate gate; 429/503 close the gate and are retried here."""
         timeout = self.options.timeout
+        session = self._session()
+        return self._gated(
+            url, cancel, lambda: session.get(url, timeout=(timeout, timeout), **kwargs)
+        )
+
+    def _gated(
+        self, url: str, cancel: threading.Event, send: Callable[[], requests.Response]
+    ) -> requests.Response:
+        """Send through the rate gate; 429/503 close the gate and are retried here."""
         for _ in range(MAX_GATE_WAITS):
             self.gate.wait(cancel)
             if cancel.is_set():
                 raise _Cancelled()
             try:
-                response = self._session().get(url, timeout=(timeout, timeout), **kwargs)
+                response = send()
             except requests.RequestException as exc:
                 raise _Transient(_describe(exc)) from None
             if response.status_code in (429, 503):
@@ -277,7 +304,9 @@ class DownloadWorker(BaseWorker):
             return response
         raise _RateLimited(f"HTTP {response.status_code} (rate limited) from {_host(url)}")
 
-    def check(self, identifier: str, cancel: threading.Event, remove_damaged: bool = False) -> list[str]:
+    def check(
+        self, identifier: str, cancel: threading.Event, remove_damaged: bool = False
+    ) -> list[str]:
         """What is wrong with a downloaded item on disk, by its current metadata.
 
         Empty when every selected file is present with the listed size and
@@ -599,12 +628,12 @@ class DownloadWorker(BaseWorker):
         (a node that cannot be reached is forgotten).
         """
         name = quote(f.name)
-        node_dir = item.node_dir
-        if node_dir is not None:
+        node = item.node
+        if node is not None:
             try:
-                response = self._get(node_dir + name, cancel, headers=headers, stream=True)
+                response = self._get_from_node(node, name, headers, cancel)
             except _Transient:
-                item.node_dir = None
+                item.node = None
             else:
                 if response.status_code in (200, 206, 416):
                     return response
@@ -613,8 +642,32 @@ class DownloadWorker(BaseWorker):
         response = self._get(url, cancel, headers=headers, stream=True)
         final = response.url
         if response.history and response.status_code in (200, 206) and final.endswith("/" + name):
-            item.node_dir = final[: -len(name)]
+            item.node = self._node(final[: -len(name)])
         return response
+
+    def _node(self, url: str) -> _Node:
+        session = self._session()
+        prepared = session.prepare_request(requests.Request("GET", url))
+        settings: dict[str, Any] = dict(
+            session.merge_environment_settings(url, {}, None, None, None)
+        )
+        del settings["stream"]
+        return _Node(url, prepared.headers, settings)
+
+    def _get_from_node(
+        self, node: _Node, name: str, headers: dict[str, str], cancel: threading.Event
+    ) -> requests.Response:
+        """GET ``name`` in ``node``'s directory, as ``Session.get`` would, without the merge."""
+        request = requests.PreparedRequest()
+        request.method = "GET"
+        request.url = node.url + name  # already a prepared URL: name is percent-encoded
+        request.headers = CaseInsensitiveDict(node.headers)
+        request.headers.update(headers)
+        timeout = self.options.timeout
+        session = self._session()
+        return self._gated(request.url, cancel, lambda: session.send(
+            request, stream=True, timeout=(timeout, timeout), allow_redirects=False, **node.settings
+        ))
 
     def _stream(
         self,

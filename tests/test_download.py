@@ -348,8 +348,10 @@ def test_an_items_files_come_from_its_data_node_after_one_redirect(
 ) -> None:
     corpus = corpus_of(3, files=6)
     srv = standin(corpus)
-    result = search_download(srv, tmp_path / "run.jsonl", dest, "-w", "1")
+    log = tmp_path / "run.jsonl"
+    result = search_download(srv, log, dest, "-w", "1")
     assert result.returncode == 0, result.stderr
+    assert failures_by_id(log) == {}
     assert_verified(corpus, dest, corpus.identifiers())
     by_kind = srv.counters()["requests_by_kind"]
     files = sum(len(corpus.metadata_doc(corpus.item(i))["files"]) for i in corpus.identifiers())
@@ -377,6 +379,21 @@ def test_a_file_the_data_node_refuses_is_asked_for_through_download(
     assert list(failures) == ["c-item-0000"]
     [(error, retry)] = failures["c-item-0000"]
     assert "HTTP 403 for file-3.bin" in error and retry is False
+
+
+def test_a_data_node_that_redirects_sends_the_file_back_through_download(
+    standin: Callable[..., ArchiveStandin], tmp_path: Path, dest: Path
+) -> None:
+    corpus = corpus_of(2, files=4)
+    plan = FaultPlan().fail_first("c-item-0001/file-2.bin", ["moved"], kinds=["data"])
+    plan.fail_first("c-item-0000/file-0.bin", ["moved"], kinds=["redirect"])
+    srv = standin(corpus, plan)
+    log = tmp_path / "run.jsonl"
+    result = search_download(srv, log, dest, "-w", "1")
+    assert result.returncode == 0, result.stderr
+    assert srv.counters()["faults_injected"] == {"moved": 2}
+    assert failures_by_id(log) == {}  # followed at once, not failed and retried
+    assert_verified(corpus, dest, corpus.identifiers())
 
 
 def test_dark_and_missing_items_fail_permanently_with_exit_1(

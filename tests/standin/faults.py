@@ -9,7 +9,9 @@ A :class:`FaultPlan` decides, per request, whether to misbehave and how:
 - ``"short"``: send a full ``Content-Length`` but only half the body, then
   close normally;
 - ``"flip"``: send the whole body with one byte inverted;
-- ``"slow_first_byte"``: wait ``first_byte_delay`` seconds before the headers.
+- ``"slow_first_byte"``: wait ``first_byte_delay`` seconds before the headers;
+- ``"moved"``: answer ``302`` with a ``Location`` naming the same URL, as a
+  front end does while an item moves between nodes (asked again, it answers).
 
 Random faults are drawn from ``rates`` for requests of the chosen ``kinds``
 (``search``, ``metadata``, ``redirect``, ``data``). The draw for a request is a
@@ -50,7 +52,7 @@ _STATUS = re.compile(r"[45]\d\d")
 
 def check_fault(kind: str) -> str:
     """Return ``kind`` if it names a fault, else raise ``ValueError``."""
-    if kind in BODY_FAULTS or kind == "slow_first_byte" or _STATUS.fullmatch(kind):
+    if kind in BODY_FAULTS or kind in ("slow_first_byte", "moved") or _STATUS.fullmatch(kind):
         return kind
     raise ValueError(f"unknown fault {kind!r}")
 

@@ -386,6 +386,11 @@ class _Connection:
                     headers.append(("Retry-After", str(plan.retry_after)))
                 reply = status_reply(reply.kind, fault.status, headers)
                 fault = None
+            elif fault is not None and fault.kind == "moved":
+                self.stats.fault(fault.kind)
+                here = f"{api_req.scheme}://{api_req.host}{target}"
+                reply = status_reply(reply.kind, 302, [("Location", here)])
+                fault = None
             self.stats.answered(reply.kind, reply.status)
             return self._send(reply, fault, plan, req.method == "HEAD", req.keep_alive)
         finally:

@@ -34,10 +34,12 @@ from collections.abc import Callable, Iterator, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
-from urllib.parse import quote
+from urllib.parse import quote, urljoin
 
 import requests
+from requests.cookies import RequestsCookieJar
 from requests.structures import CaseInsensitiveDict
+from requests.utils import requote_uri
 
 from iabulk.disk import DiskPool, DisksFull, Reservation
 from iabulk.progress import TransferBoard
@@ -149,13 +151,14 @@ class _File:
 
 
 @dataclass(frozen=True)
-class _Node:
-    """A data-node directory, and what ``requests`` adds to a request for it, merged once.
+class _Prefix:
+    """A URL prefix, and what ``requests`` adds to a request under it, merged once.
 
     ``Session.request`` merges the session's headers, cookies, ``.netrc`` auth,
     proxies and CA settings afresh for every request: about as much CPU as
-    the HTTP exchange itself on a small file. For the files of one item, all
-    in one directory, the merge gives the same answer every time.
+    the HTTP exchange itself on a small file. Under one prefix (an item's
+    data-node directory, ``/metadata/``, ``/download/``) the merge gives the
+    same answer every time.
     """
 
     url: str
@@ -170,7 +173,7 @@ class _Item:
     reservation: Reservation
     written: int = 0
     lock: threading.Lock = field(default_factory=threading.Lock)
-    node: _Node | None = None
+    node: _Prefix | None = None
     """The data-node directory ``/download`` redirected this item's files to."""
     finishing: list[Future[None]] = field(default_factory=list)
     """Verified files being synced and renamed into place."""
@@ -222,6 +225,7 @@ class DownloadWorker(BaseWorker):
         self.bucket = bucket
         self._chunk = bucket.chunk_size(CHUNK) if bucket else CHUNK
         self._metadata_auth = metadata_auth
+        self._api: dict[str, _Prefix] = {}
         self._shared: requests.Session | None = None
         self._session_lock = threading.Lock()
         self._transfers = transfers
@@ -343,8 +347,12 @@ class DownloadWorker(BaseWorker):
         return problems
 
     def _metadata(self, identifier: str, cancel: threading.Event) -> dict[str, Any]:
-        url = f"{self.base_url}/metadata/{quote(identifier, safe='')}"
-        response = self._get(url, cancel, auth=self._metadata_auth)
+        name = quote(identifier, safe="")
+        response = self._get_under(self._api_prefix("metadata"), name, {}, cancel)
+        if response.is_redirect:  # requests follows it, with its rules for auth on the way
+            response.close()
+            url = f"{self.base_url}/metadata/{name}"
+            response = self._get(url, cancel, auth=self._metadata_auth)
         with response:
             if response.status_code >= 500:
                 raise _Transient(f"HTTP {response.status_code} for metadata")
@@ -631,43 +639,72 @@ class DownloadWorker(BaseWorker):
         node = item.node
         if node is not None:
             try:
-                response = self._get_from_node(node, name, headers, cancel)
+                response = self._get_under(node, name, headers, cancel)
             except _Transient:
                 item.node = None
             else:
                 if response.status_code in (200, 206, 416):
                     return response
                 response.close()  # /download decides, and redirects elsewhere if need be
-        url = f"{self.base_url}/download/{quote(item.identifier, safe='')}/{name}"
-        response = self._get(url, cancel, headers=headers, stream=True)
-        final = response.url
-        if response.history and response.status_code in (200, 206) and final.endswith("/" + name):
-            item.node = self._node(final[: -len(name)])
-        return response
+        path = f"{quote(item.identifier, safe='')}/{name}"
+        response = self._get_under(self._api_prefix("download"), path, headers, cancel)
+        if not response.is_redirect:
+            return response  # a refusal (or the file itself) from /download
+        url = response.url
+        location = self._session().get_redirect_target(response)
+        response.close()
+        target = requote_uri(urljoin(url, location)) if location else url
+        if target != url and target.endswith("/" + name):
+            node = item.node = self._prefix(target[: -len(name)])
+            response = self._get_under(node, name, headers, cancel)
+            if not response.is_redirect:
+                return response
+            response.close()
+        # Anything else (a chain of redirects, another name): requests follows it.
+        return self._get(url, cancel, headers=headers, stream=True)
 
-    def _node(self, url: str) -> _Node:
+    def _api_prefix(self, api: str) -> _Prefix:
+        """``/metadata/`` (with the S3 keys, if any) or ``/download/`` on archive.org."""
+        prefix = self._api.get(api)
+        if prefix is None:
+            auth = self._metadata_auth if api == "metadata" else None
+            prefix = self._api[api] = self._prefix(f"{self.base_url}/{api}/", auth)
+        return prefix
+
+    def _prefix(self, url: str, auth: Any = None) -> _Prefix:
         session = self._session()
-        prepared = session.prepare_request(requests.Request("GET", url))
+        prepared = session.prepare_request(requests.Request("GET", url, auth=auth))
         settings: dict[str, Any] = dict(
             session.merge_environment_settings(url, {}, None, None, None)
         )
         del settings["stream"]
-        return _Node(url, prepared.headers, settings)
+        return _Prefix(url, prepared.headers, settings)
 
-    def _get_from_node(
-        self, node: _Node, name: str, headers: dict[str, str], cancel: threading.Event
+    def _get_under(
+        self, prefix: _Prefix, name: str, headers: dict[str, str], cancel: threading.Event
     ) -> requests.Response:
-        """GET ``name`` in ``node``'s directory, as ``Session.get`` would, without the merge."""
+        """GET ``prefix`` + ``name`` as ``Session.get`` would, without the merge; no redirects."""
         request = requests.PreparedRequest()
         request.method = "GET"
-        request.url = node.url + name  # already a prepared URL: name is percent-encoded
-        request.headers = CaseInsensitiveDict(node.headers)
+        request.url = prefix.url + name  # already a prepared URL: name is percent-encoded
+        request.headers = CaseInsensitiveDict(prefix.headers)
         request.headers.update(headers)
+        # The Cookie header is in prefix.headers; requests still wants a jar to
+        # note the cookies a redirect sets (an empty one adds no header).
+        request.prepare_cookies(RequestsCookieJar())
         timeout = self.options.timeout
         session = self._session()
-        return self._gated(request.url, cancel, lambda: session.send(
-            request, stream=True, timeout=(timeout, timeout), allow_redirects=False, **node.settings
-        ))
+        return self._gated(
+            request.url,
+            cancel,
+            lambda: session.send(
+                request,
+                stream=True,
+                timeout=(timeout, timeout),
+                allow_redirects=False,
+                **prefix.settings,
+            ),
+        )
 
     def _stream(
         self,

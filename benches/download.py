@@ -32,11 +32,11 @@ stand-in accepted, and the ratio of the run's wall time to ``ia seq``'s.
 
 ``tiny-100k`` measures engine overhead: iabulk over every item, plus ``ia seq``
 and ``ia xargs`` over a sample (``--tiny-sample``, extrapolated; marked ``~``),
-plus ``bare http``: a minimal client doing exactly iabulk's HTTP work (a
-metadata GET, then a GET of every listed file: the first through its ``/download``
-redirect, the others straight from the data-node directory it named, through
-a session made by iabulk's own session factory (same ia configuration,
-cookies, pools), shared by 10 threads, bodies discarded) over the same items.
+plus ``bare http``: a minimal client doing exactly iabulk's HTTP work with
+iabulk's own HTTP code (its worker's metadata and file requests: a metadata
+GET, then every listed file, the first through its ``/download`` redirect,
+the others straight from the data-node directory it named, through the same
+session factory), 10 threads, bodies discarded, over the same items.
 Engine overhead per job = (iabulk CPU - bare http CPU) / jobs: what iabulk
 spends beyond the HTTP work (file writes, md5, fsync, the job log, the engine,
 the UI). The TLS/proxy/HTTP work itself is the same in both.
@@ -605,14 +605,20 @@ sys.exit(main(sys.argv[1:]))
 
 BARE_HTTP = r"""
 import os, sys, threading
-from urllib.parse import quote
 from internetarchive.auth import S3Auth
+from iabulk.disk import DiskPool
 from iabulk.session import ia_session, session_factory
+from iabulk.workers.download import DownloadWorker, _Item
 ids = open(sys.argv[1]).read().split()
+workers = int(sys.argv[2])
 dest = sys.argv[3] if len(sys.argv) > 3 else None
 ia = ia_session(None)  # the same configuration, cookies and session class as iabulk
-session = session_factory(ia, int(sys.argv[2]))()
-auth = S3Auth(ia.access_key, ia.secret_key)
+keys = (ia.access_key, ia.secret_key)
+# iabulk's own HTTP code (metadata, /download, data-node requests), nothing else of it.
+http = DownloadWorker(session_factory(ia, workers), f"{ia.protocol}//{ia.host}",
+                      DiskPool([dest or "."], check=False), transfers=workers,
+                      metadata_auth=S3Auth(*keys) if all(keys) else None)
+cancel = threading.Event()
 it = iter(ids)
 lock = threading.Lock()
 def work():
@@ -621,22 +627,16 @@ def work():
             ident = next(it, None)
         if ident is None:
             return
-        meta = session.get(f"https://archive.org/metadata/{ident}", auth=auth, timeout=60).json()
-        node_dir = None  # like iabulk: one /download redirect per item, then the node
-        for f in meta["files"]:
-            name = quote(f["name"])
-            if node_dir is None:
-                r = session.get(f"https://archive.org/download/{ident}/{name}",
-                                stream=True, timeout=60)
-                node_dir = r.url[: -len(name)]
-            else:
-                r = session.get(node_dir + name, stream=True, timeout=60)
+        files, _ = http._select(ident, http._metadata(ident, cancel))
+        item = _Item(ident, "", None)
+        for f in files:
+            r = http._request_file(item, f, {}, cancel)
             assert r.status_code == 200, r.status_code
             if dest is None:
                 for chunk in r.iter_content(1 << 20):
                     pass
             else:
-                path = os.path.join(dest, ident, f["name"])
+                path = os.path.join(dest, ident, f.name)
                 os.makedirs(os.path.dirname(path), exist_ok=True)
                 with open(path, "wb") as out:
                     for chunk in r.iter_content(1 << 20):

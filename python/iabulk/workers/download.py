@@ -31,7 +31,7 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable, Iterator, Mapping
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import quote, urljoin
@@ -175,8 +175,6 @@ class _Item:
     lock: threading.Lock = field(default_factory=threading.Lock)
     node: _Prefix | None = None
     """The data-node directory ``/download`` redirected this item's files to."""
-    finishing: list[Future[None]] = field(default_factory=list)
-    """Verified files being synced and renamed into place."""
 
 
 @dataclass(eq=False)
@@ -230,7 +228,6 @@ class DownloadWorker(BaseWorker):
         self._session_lock = threading.Lock()
         self._transfers = transfers
         self._pool = ThreadPoolExecutor(transfers, thread_name_prefix="iabulk-transfer")
-        self._finisher = ThreadPoolExecutor(transfers, thread_name_prefix="iabulk-finish")
         # Items whose files are being fetched, and how many threads pull files.
         self._sched = threading.Condition()
         self._open: list[_Work] = []
@@ -242,7 +239,6 @@ class DownloadWorker(BaseWorker):
 
     def close(self) -> None:
         self._pool.shutdown(wait=True, cancel_futures=True)
-        self._finisher.shutdown(wait=True)
         if self._shared is not None:
             self._shared.close()
 
@@ -431,7 +427,7 @@ class DownloadWorker(BaseWorker):
         work = _Work(item, deque(files), cancel)
         try:
             self._fetch_all(work)
-            errors = work.errors + [e for e in map(Future.exception, item.finishing) if e]
+            errors = work.errors
             if not errors:
                 _sync_dirs(item.root, files)
         finally:
@@ -556,11 +552,7 @@ class DownloadWorker(BaseWorker):
                     raise
                 finally:
                     self.limit.release(ok)
-                # The slot moves on to the next file while the disk catches up;
-                # the item is not done until every finish is.
-                finish = self._finisher.submit(_finish_file, part, target, f)
-                with item.lock:
-                    item.finishing.append(finish)
+                _finish_file(part, target, f)
                 return written
         except OSError as exc:
             raise _write_failure(exc, part, target) from None
@@ -747,17 +739,14 @@ class DownloadWorker(BaseWorker):
 
 def _finish_file(part: str, target: str, f: _File) -> None:
     """Make the verified bytes durable, stamp the mtime, rename into place."""
+    fd = os.open(part, os.O_RDONLY)
     try:
-        fd = os.open(part, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        if f.mtime is not None:
-            os.utime(part, (f.mtime, f.mtime))
-        os.replace(part, target)
-    except OSError as exc:
-        raise _write_failure(exc, part, target) from None
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    if f.mtime is not None:
+        os.utime(part, (f.mtime, f.mtime))
+    os.replace(part, target)
 
 
 def _write_failure(exc: OSError, part: str, target: str) -> Exception:

@@ -8,8 +8,9 @@ run) join the item with the most files left, so every slot stays busy
 without opening a connection per file. All threads share one
 ``requests.Session``: connections to archive.org and to each data node are
 kept alive and reused across items, files and redirects. A file is streamed to a temporary name
-beside its target while its md5 is computed; only when size and md5 match the
-metadata is it synced and renamed into place. A partial temporary file is
+beside its target while its md5 is computed, and synced; only when size and
+md5 match the metadata is it stamped with the metadata's mtime and renamed
+into place. A partial temporary file is
 resumed with ``Range`` on the next attempt or run.
 
 Politeness: a 429 or 503 from any host (archive.org or a data node) closes a
@@ -45,6 +46,7 @@ from iabulk.disk import DiskPool, DisksFull, Reservation
 from iabulk.progress import TransferBoard
 from iabulk.throttle import AdaptiveLimit, RateGate, TokenBucket
 from iabulk.workers.base import BaseWorker, WorkerResult
+from iabulk.workers.sink import iter_body
 
 __all__ = ["DownloadWorker", "DownloadOptions", "unsafe_name_reason", "PART_SUFFIX"]
 
@@ -175,6 +177,10 @@ class _Item:
     lock: threading.Lock = field(default_factory=threading.Lock)
     node: _Prefix | None = None
     """The data-node directory ``/download`` redirected this item's files to."""
+    fresh: bool = False
+    """Its directory did not exist: no file or partial file to look for."""
+    dirs: set[str] = field(default_factory=set)
+    """Directories known to exist."""
 
 
 @dataclass(eq=False)
@@ -423,7 +429,8 @@ class DownloadWorker(BaseWorker):
             self._claim(identifier, files)
         remaining = sum(f.size or 0 for f in files)
         reservation = self.disks.reserve(subdir, remaining, lambda root: _present(root, files))
-        item = _Item(identifier, os.path.join(reservation.path, subdir), reservation)
+        root = os.path.join(reservation.path, subdir)
+        item = _Item(identifier, root, reservation, fresh=bool(subdir) and not os.path.isdir(root))
         work = _Work(item, deque(files), cancel)
         try:
             self._fetch_all(work)
@@ -531,17 +538,20 @@ class DownloadWorker(BaseWorker):
         part = target + PART_SUFFIX
         failures: list[str] = []
         try:
-            if self._already_there(target, f):
+            if not item.fresh and self._already_there(target, f):
                 return 0
-            os.makedirs(os.path.dirname(target), exist_ok=True)
-            for _ in range(self.options.file_retries + 1):
+            directory = os.path.dirname(target)
+            if directory not in item.dirs:
+                os.makedirs(directory, exist_ok=True)
+                item.dirs.add(directory)
+            for attempt in range(self.options.file_retries + 1):
                 if cancel.is_set():
                     raise _Cancelled()
                 if not self.limit.acquire(cancel):
                     raise _Cancelled()
                 ok = False
                 try:
-                    written = self._transfer(part, item, f, cancel)
+                    written = self._transfer(part, item, f, cancel, item.fresh and not attempt)
                     ok = True
                 except _Transient as exc:
                     failures.append(str(exc))
@@ -573,9 +583,15 @@ class DownloadWorker(BaseWorker):
         # iabulk stamps the metadata mtime on a file only after verifying it.
         return int(st.st_mtime) == int(f.mtime)
 
-    def _transfer(self, part: str, item: _Item, f: _File, cancel: threading.Event) -> int:
-        """One attempt: resume or start the temporary file, verify it at the end."""
-        offset = _size_or_zero(part)
+    def _transfer(
+        self, part: str, item: _Item, f: _File, cancel: threading.Event, fresh: bool
+    ) -> int:
+        """One attempt: resume or start the temporary file, verify it at the end.
+
+        The verified bytes are durable when it returns; ``fresh``: no
+        temporary file can be there yet.
+        """
+        offset = 0 if fresh else _size_or_zero(part)
         if f.size is not None and offset > f.size:
             _remove(part)
             offset = 0
@@ -584,6 +600,7 @@ class DownloadWorker(BaseWorker):
             _hash_file(part, digest)
         if f.size is not None and offset == f.size:
             if f.md5 is None or digest.hexdigest() == f.md5:
+                _fsync_path(part)  # whole, from an earlier run that may not have synced it
                 return 0
             _remove(part)
             offset, digest = 0, hashlib.md5()
@@ -708,42 +725,57 @@ class DownloadWorker(BaseWorker):
         f: _File,
         cancel: threading.Event,
     ) -> int:
-        from iabulk.workers.sink import iter_body
-
         received = 0
         reservation = item.reservation
-        with self.board.slot(item.identifier, f.name, f.size or 0) as slot, open(
-            part, "ab" if offset else "wb"
-        ) as out:
-            slot.add(offset)
-            try:
-                # One reused buffer; each chunk is hashed and written before the next read.
-                for chunk in iter_body(response, self._chunk):
-                    digest.update(chunk)
-                    out.write(chunk)
-                    n = len(chunk)
-                    received += n
-                    slot.add(n)
-                    reservation.consume(n)
-                    if self.bucket is not None:
-                        self.bucket.consume(n, cancel)
-                    if cancel.is_set():
-                        raise _Cancelled()
-            except requests.RequestException as exc:
-                raise _Transient(f"{_describe(exc)} after {offset + received} bytes") from None
-            finally:
-                with item.lock:
-                    item.written += received
+        # A bare descriptor: a file object would cost two more system calls per
+        # file (fstat, isatty), each handing the GIL to another thread and back.
+        mode = os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC | (os.O_APPEND if offset else os.O_TRUNC)
+        out = os.open(part, mode, 0o666)
+        try:
+            with self.board.slot(item.identifier, f.name, f.size or 0) as slot:
+                slot.add(offset)
+                try:
+                    # One reused buffer; each chunk is hashed and written before the next read.
+                    for chunk in iter_body(response, self._chunk):
+                        digest.update(chunk)
+                        _write_all(out, chunk)
+                        n = len(chunk)
+                        received += n
+                        slot.add(n)
+                        reservation.consume(n)
+                        if self.bucket is not None:
+                            self.bucket.consume(n, cancel)
+                        if cancel.is_set():
+                            raise _Cancelled()
+                except requests.RequestException as exc:
+                    raise _Transient(
+                        f"{_describe(exc)} after {offset + received} bytes"
+                    ) from None
+                finally:
+                    with item.lock:
+                        item.written += received
+            os.fsync(out)
+        finally:
+            os.close(out)
         return received
 
 
-def _finish_file(part: str, target: str, f: _File) -> None:
-    """Make the verified bytes durable, stamp the mtime, rename into place."""
-    fd = os.open(part, os.O_RDONLY)
+def _write_all(fd: int, data: memoryview | bytes) -> None:
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view) :]
+
+
+def _fsync_path(path: str) -> None:
+    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
     try:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+def _finish_file(part: str, target: str, f: _File) -> None:
+    """Stamp the mtime on the verified, durable bytes; rename them into place."""
     if f.mtime is not None:
         os.utime(part, (f.mtime, f.mtime))
     os.replace(part, target)

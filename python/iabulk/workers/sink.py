@@ -7,7 +7,7 @@ allocation, page faults and a copy per megabyte on top of the TLS decryption
 and the md5, all of it on the transfer threads that share the GIL.
 
 :func:`iter_body` reads the same body with ``readinto`` into one buffer per
-transfer and yields views of it. The request itself still goes through the
+thread, kept from file to file, and yields views of it. The request itself still goes through the
 shared ``requests`` session (proxies, CA bundles, the ``ia`` configuration,
 connection pools); only the body-reading loop changes, and only for the plain
 case: an identity-encoded body with a known or close-delimited length. A
@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import http.client
 import ssl
+import threading
 from collections.abc import Iterator
 
 import requests
@@ -65,7 +66,7 @@ def iter_body(response: requests.Response, size: int) -> Iterator[memoryview]:
         for chunk in response.iter_content(size):
             yield memoryview(chunk)
         return
-    view = memoryview(bytearray(size))
+    view = _buffer(size)
     while True:
         expected = fp.length  # bytes still to come, None if the server did not say
         try:
@@ -82,6 +83,18 @@ def iter_body(response: requests.Response, size: int) -> Iterator[memoryview]:
         )
     if fp.isclosed():
         response.raw.release_conn()
+
+
+_buffers = threading.local()
+
+
+def _buffer(size: int) -> memoryview:
+    """This thread's buffer: allocated once, not per file (a fresh megabyte is
+    an mmap, 256 page faults and a munmap: more than a small file costs)."""
+    view: memoryview | None = getattr(_buffers, "view", None)
+    if view is None or len(view) != size:
+        view = _buffers.view = memoryview(bytearray(size))
+    return view
 
 
 def _read_error(exc: BaseException) -> requests.RequestException:

@@ -359,6 +359,22 @@ def test_an_items_files_come_from_its_data_node_after_one_redirect(
     assert by_kind["data"] == files
 
 
+def test_names_the_redirect_encodes_differently_still_find_the_data_node(
+    standin: Callable[..., ArchiveStandin], tmp_path: Path, dest: Path
+) -> None:
+    corpus = Corpus()
+    names = ["a&b+c=d.txt", "x:y@z (1).bin", "dir/sp ace,é.txt", "plain.bin"]
+    for i in range(2):
+        corpus.add_item(f"c-odd-{i}", [(n, 1000 + 7 * i) for n in names], collection="c")
+    srv = standin(corpus)
+    log = tmp_path / "run.jsonl"
+    result = search_download(srv, log, dest, "-w", "1")
+    assert result.returncode == 0, result.stderr
+    assert failures_by_id(log) == {}
+    assert_verified(corpus, dest, corpus.identifiers())
+    assert srv.counters()["requests_by_kind"]["redirect"] == 2  # one per item
+
+
 def test_a_file_the_data_node_refuses_is_asked_for_through_download(
     standin: Callable[..., ArchiveStandin], tmp_path: Path, dest: Path
 ) -> None:
@@ -506,3 +522,22 @@ def test_two_destdirs_with_a_margin_really_spread_items(
     assert on1 | on2 == set(corpus.identifiers())
     for disk, ids in ((disk1, on1), (disk2, on2)):
         assert_verified(corpus, disk, sorted(ids))
+
+
+@pytest.mark.parametrize(
+    ("url", "name", "expected"),
+    [
+        ("https://n1.example/3/items/x/a%20b.txt", "a b.txt", "https://n1.example/3/items/x/"),
+        ("https://n1.example/3/items/x/d/a&b.txt", "d/a&b.txt", "https://n1.example/3/items/x/"),
+        ("https://n1.example/3/items/x/d%2Fa.txt", "d/a.txt", None),  # one segment, not two
+        ("https://n1.example/3/items/x/other.txt", "a.txt", None),
+        ("https://n1.example/3/items/x/a.txt?token=1", "a.txt", None),
+        ("https://n1.example/a.txt", "a.txt", None),  # no directory to reuse
+    ],
+)
+def test_the_data_node_directory_is_read_off_a_redirect(
+    url: str, name: str, expected: str | None
+) -> None:
+    from iabulk.workers.download import _directory_of
+
+    assert _directory_of(url, name) == expected

@@ -242,11 +242,17 @@ class ArchiveAPI:
         return Reply(status, "data", body, headers, **about)
 
 
+_PCHAR = "!$&'()*+,;=:@"
+"""Characters RFC 3986 allows unencoded in a path segment. A server may leave
+them so (clients that compare encoded names must not assume one encoding)."""
+
+
 def _quote(path: str) -> str:
     """Percent-encode a name for a URL path, keeping ``/`` but also encoding
     ``.``/``..`` segments, which clients would otherwise resolve away."""
     return "/".join(
-        s.replace(".", "%2E") if s in (".", "..") else quote(s, safe="") for s in path.split("/")
+        s.replace(".", "%2E") if s in (".", "..") else quote(s, safe=_PCHAR)
+        for s in path.split("/")
     )
 
 

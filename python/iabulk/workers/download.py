@@ -35,7 +35,7 @@ from collections.abc import Callable, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
-from urllib.parse import quote, urljoin
+from urllib.parse import quote, unquote, urljoin
 
 import requests
 from requests.cookies import RequestsCookieJar
@@ -663,14 +663,15 @@ class DownloadWorker(BaseWorker):
         location = self._session().get_redirect_target(response)
         response.close()
         target = requote_uri(urljoin(url, location)) if location else url
-        if target != url and target.endswith("/" + name):
-            node = item.node = self._prefix(target[: -len(name)])
-            response = self._get_under(node, name, headers, cancel)
-            if not response.is_redirect:
-                return response
+        node_dir = _directory_of(target, f.name) if target != url else None
+        if node_dir is None:  # to itself, or to another name: requests follows it from there
+            return self._get(target, cancel, headers=headers, stream=True)
+        node = item.node = self._prefix(node_dir)
+        response = self._get_under(node, name, headers, cancel)
+        if response.is_redirect:  # the node sends it on: requests follows the whole way
             response.close()
-        # Anything else (a chain of redirects, another name): requests follows it.
-        return self._get(url, cancel, headers=headers, stream=True)
+            response = self._get(url, cancel, headers=headers, stream=True)
+        return response
 
     def _api_prefix(self, api: str) -> _Prefix:
         """``/metadata/`` (with the S3 keys, if any) or ``/download/`` on archive.org."""
@@ -868,6 +869,18 @@ def _file_md5(path: str) -> str:
     digest = hashlib.md5()
     _hash_file(path, digest)
     return digest.hexdigest()
+
+
+def _directory_of(url: str, name: str) -> str | None:
+    """``url`` up to the path segments that spell ``name`` (however they are
+    percent-encoded), with its trailing slash; None if they do not spell it."""
+    if "?" in url or "#" in url:
+        return None
+    segments = url.split("/")
+    tail = name.count("/") + 1
+    if len(segments) <= tail + 3 or unquote("/".join(segments[-tail:])) != name:
+        return None  # "scheme:", "", host, and at least one directory come first
+    return "/".join(segments[:-tail]) + "/"
 
 
 def _host(url: str) -> str:

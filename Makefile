@@ -30,7 +30,8 @@ test-rust:
 test-python: build
 	$(PY) -m pytest -q -m "not soak"
 
-test: build test-rust test-python
+# Style and types first: a red lint fails fast, before the long suites.
+test: build lint test-rust test-python
 
 demo: build
 	$(PY) scripts/demo.py
@@ -52,7 +53,8 @@ soak: build
 lint: build
 	cargo fmt --check
 	cargo clippy --all-targets --features python -- -D warnings
-	$(PY) -m pip install -q "ruff>=0.6" "mypy>=1.10" types-requests types-tqdm
+	$(PY) -m pip install -q ruff==0.17.6 mypy==2.4.1 types-requests==2.33.0.20261030 \
+	    types-tqdm==4.70.0.20261106  # pinned: a new release must not turn CI red by itself
 	$(PY) -m ruff check python tests benches
 	$(PY) -m ruff format --check python tests benches
 	$(PY) -m mypy

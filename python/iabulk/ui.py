@@ -55,7 +55,11 @@ class _BaseUI:
     refresh_seconds = 0.25
 
     def __init__(
-        self, board: TransferBoard, total: int, stream: TextIO, level: Callable[[], str] | None = None
+        self,
+        board: TransferBoard,
+        total: int,
+        stream: TextIO,
+        level: Callable[[], str] | None = None,
     ) -> None:
         self.level = level or (lambda: "")
         self.board = board
@@ -155,16 +159,34 @@ class BarsUI(_BaseUI):
     """tqdm bars: one for the run, one per transfer slot."""
 
     def __init__(
-        self, board: TransferBoard, total: int, stream: TextIO, level: Callable[[], str] | None = None
+        self,
+        board: TransferBoard,
+        total: int,
+        stream: TextIO,
+        level: Callable[[], str] | None = None,
     ) -> None:
         super().__init__(board, total, stream, level)
         from tqdm import tqdm
 
-        self._overall = tqdm(total=total, unit="item", file=stream, position=0,
-                             dynamic_ncols=True, leave=True, desc="items")
+        self._overall = tqdm(
+            total=total,
+            unit="item",
+            file=stream,
+            position=0,
+            dynamic_ncols=True,
+            leave=True,
+            desc="items",
+        )
         self._bars = [
-            tqdm(total=0, file=stream, position=i + 1, dynamic_ncols=True, leave=False,
-                 bar_format="{desc}", desc=f"  [{i}] idle")
+            tqdm(
+                total=0,
+                file=stream,
+                position=i + 1,
+                dynamic_ncols=True,
+                leave=False,
+                bar_format="{desc}",
+                desc=f"  [{i}] idle",
+            )
             for i in range(len(board.slots))
         ]
 

@@ -272,8 +272,13 @@ class DownloadWorker(BaseWorker):
         except _Permanent as exc:
             return WorkerResult(False, identifier, error=str(exc), retry=False)
         except _RateLimited as exc:
-            return WorkerResult(False, identifier, error=str(exc), backoff=True,
-                                backoff_seconds=max(1.0, self.gate.remaining()))
+            return WorkerResult(
+                False,
+                identifier,
+                error=str(exc),
+                backoff=True,
+                backoff_seconds=max(1.0, self.gate.remaining()),
+            )
         except DisksFull as exc:
             return WorkerResult(
                 False, identifier, error=str(exc), backoff=True, backoff_seconds=2.0
@@ -399,8 +404,14 @@ class DownloadWorker(BaseWorker):
             if reason:
                 refused.append(f"{name!r} ({reason})")
                 continue
-            chosen.append(_File(name, _int(entry.get("size")), _md5(entry.get("md5")),
-                                _float(entry.get("mtime"))))
+            chosen.append(
+                _File(
+                    name,
+                    _int(entry.get("size")),
+                    _md5(entry.get("md5")),
+                    _float(entry.get("mtime")),
+                )
+            )
         if opts.on_the_fly and metadata.get("metadata", {}).get("mediatype") == "texts":
             for suffix in (".epub", ".mobi", "_daisy.zip", "_archive_marc.xml"):
                 chosen.append(_File(identifier + suffix, None, None, None, optional=True))
@@ -415,8 +426,11 @@ class DownloadWorker(BaseWorker):
         it), so the item asking second is refused. (Across runs nothing tells
         whose a file is; as with ``ia download``, the last one wins.)"""
         with self._claims_lock:
-            taken = [(f.name, owner) for f in files
-                     if (owner := self._claims.setdefault(f.name, identifier)) != identifier]
+            taken = [
+                (f.name, owner)
+                for f in files
+                if (owner := self._claims.setdefault(f.name, identifier)) != identifier
+            ]
         if taken:
             name, owner = taken[0]
             raise _Permanent(f"--no-directories: {name!r} is also a file of item {owner}")
@@ -615,9 +629,9 @@ class DownloadWorker(BaseWorker):
                 raise _Transient(f"HTTP 416 resuming {f.name}")
             if status == 200 and offset:
                 offset, digest = 0, hashlib.md5()
-            elif status == 206 and not response.headers.get(
-                "Content-Range", ""
-            ).startswith(f"bytes {offset}-"):
+            elif status == 206 and not response.headers.get("Content-Range", "").startswith(
+                f"bytes {offset}-"
+            ):
                 _remove(part)
                 raise _Transient(f"unexpected Content-Range for {f.name}")
             elif status not in (200, 206):
@@ -749,9 +763,7 @@ class DownloadWorker(BaseWorker):
                         if cancel.is_set():
                             raise _Cancelled()
                 except requests.RequestException as exc:
-                    raise _Transient(
-                        f"{_describe(exc)} after {offset + received} bytes"
-                    ) from None
+                    raise _Transient(f"{_describe(exc)} after {offset + received} bytes") from None
                 finally:
                     with item.lock:
                         item.written += received

@@ -17,6 +17,7 @@ from typing import Any
 import requests
 from requests.adapters import HTTPAdapter
 from requests.auth import _basic_auth_str
+from requests.cookies import RequestsCookieJar
 from requests.sessions import merge_setting
 from requests.utils import (
     DEFAULT_CA_BUNDLE_PATH,
@@ -29,7 +30,14 @@ from urllib3.util.ssl_ import create_urllib3_context
 from iabulk import __version__
 from iabulk.errors import UsageError
 
-__all__ = ["CachedContextAdapter", "EnvCachedSession", "ia_session", "session_factory"]
+__all__ = [
+    "CachedContextAdapter",
+    "CountingCookieJar",
+    "EnvCachedSession",
+    "cookie_state",
+    "ia_session",
+    "session_factory",
+]
 
 _CACHE_LIMIT = 4096
 """Hosts remembered per cache; a run that meets more starts the cache afresh."""
@@ -61,6 +69,7 @@ def session_factory(ia: Any, workers: int = 4) -> Any:
     def make() -> requests.Session:
         session = EnvCachedSession()
         session.headers["User-Agent"] = agent
+        session.cookies = CountingCookieJar()
         session.cookies.update(cookies)
         adapter = CachedContextAdapter(
             pool_connections=4 * workers + 8, pool_maxsize=workers + 2, max_retries=0
@@ -70,6 +79,34 @@ def session_factory(ia: Any, workers: int = 4) -> Any:
         return session
 
     return make
+
+
+class CountingCookieJar(RequestsCookieJar):
+    """A cookie jar that counts its changes.
+
+    Requests prepared ahead of time (see the download worker) carry the
+    Cookie header of the moment they were prepared; the count tells them
+    when a response has set or cleared a cookie since.
+    """
+
+    changes = 0
+
+    def set_cookie(self, cookie: Any, *args: Any, **kwargs: Any) -> None:
+        self.changes += 1
+        super().set_cookie(cookie, *args, **kwargs)
+
+    def clear(
+        self, domain: str | None = None, path: str | None = None, name: str | None = None
+    ) -> None:
+        self.changes += 1
+        super().clear(domain, path, name)
+
+
+def cookie_state(jar: Any) -> int:
+    """A number that changes whenever ``jar`` does: its change count if it keeps
+    one, else (a plain jar) its size, which misses a cookie replaced in place."""
+    changes = getattr(jar, "changes", None)
+    return changes if isinstance(changes, int) else len(jar)
 
 
 def _origin(url: str) -> str:

@@ -44,6 +44,7 @@ from requests.utils import requote_uri
 
 from iabulk.disk import DiskPool, DisksFull, Reservation
 from iabulk.progress import TransferBoard
+from iabulk.session import cookie_state
 from iabulk.throttle import AdaptiveLimit, RateGate, TokenBucket
 from iabulk.workers.base import BaseWorker, WorkerResult
 from iabulk.workers.sink import iter_body
@@ -152,7 +153,6 @@ class _File:
     optional: bool = False
 
 
-@dataclass(frozen=True)
 class _Prefix:
     """A URL prefix, and what ``requests`` adds to a request under it, merged once.
 
@@ -160,12 +160,32 @@ class _Prefix:
     proxies and CA settings afresh for every request: about as much CPU as
     the HTTP exchange itself on a small file. Under one prefix (an item's
     data-node directory, ``/metadata/``, ``/download/``) the merge gives the
-    same answer every time.
+    same answer every time, until a response sets a cookie: then it is
+    merged again.
     """
 
-    url: str
-    headers: Mapping[str, str]
-    settings: dict[str, Any]
+    def __init__(self, session: requests.Session, url: str, auth: Any = None) -> None:
+        self.url = url
+        self._session = session
+        self._auth = auth
+        self._merged = self._merge()
+
+    def _merge(self) -> tuple[int, Mapping[str, str], dict[str, Any]]:
+        session = self._session
+        state = cookie_state(session.cookies)
+        prepared = session.prepare_request(requests.Request("GET", self.url, auth=self._auth))
+        settings: dict[str, Any] = dict(
+            session.merge_environment_settings(self.url, {}, None, None, None)
+        )
+        del settings["stream"]
+        return state, prepared.headers, settings
+
+    def merged(self) -> tuple[Mapping[str, str], dict[str, Any]]:
+        """The headers (Cookie included) and send settings for a request under the prefix."""
+        merged = self._merged
+        if merged[0] != cookie_state(self._session.cookies):
+            merged = self._merged = self._merge()
+        return merged[1], merged[2]
 
 
 @dataclass
@@ -696,22 +716,17 @@ class DownloadWorker(BaseWorker):
         return prefix
 
     def _prefix(self, url: str, auth: Any = None) -> _Prefix:
-        session = self._session()
-        prepared = session.prepare_request(requests.Request("GET", url, auth=auth))
-        settings: dict[str, Any] = dict(
-            session.merge_environment_settings(url, {}, None, None, None)
-        )
-        del settings["stream"]
-        return _Prefix(url, prepared.headers, settings)
+        return _Prefix(self._session(), url, auth)
 
     def _get_under(
         self, prefix: _Prefix, name: str, headers: dict[str, str], cancel: threading.Event
     ) -> requests.Response:
         """GET ``prefix`` + ``name`` as ``Session.get`` would, without the merge; no redirects."""
+        merged_headers, settings = prefix.merged()
         request = requests.PreparedRequest()
         request.method = "GET"
         request.url = prefix.url + name  # already a prepared URL: name is percent-encoded
-        request.headers = CaseInsensitiveDict(prefix.headers)
+        request.headers = CaseInsensitiveDict(merged_headers)
         request.headers.update(headers)
         # The Cookie header is in prefix.headers; requests still wants a jar to
         # note the cookies a redirect sets (an empty one adds no header).
@@ -726,7 +741,7 @@ class DownloadWorker(BaseWorker):
                 stream=True,
                 timeout=(timeout, timeout),
                 allow_redirects=False,
-                **prefix.settings,
+                **settings,
             ),
         )
 

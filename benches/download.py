@@ -20,9 +20,10 @@ process of its own, writes the item list, and measures, one after another:
 * ``iabulk``: ``iabulk download --itemlist FILE -w 10`` (a fresh job log).
 
 Repeated runs (``--repeat``; 3 per tool, 1 for many-small) are interleaved and
-rotated, round k starting with the k-th tool, and each tool's best counts: the
-first run of a preset is often the fastest (the machine has not just written a
-gigabyte), and every tool gets that seat once.
+each tool's best counts. Before them, one untimed ``ia seq`` run writes the
+preset once: on this kind of machine the first gigabyte written after a quiet
+spell goes about twice as fast as the next (ia seq: 2.70 s first, then 5.00 s
+and 5.30 s), and no timed run should get that seat alone.
 
 Every run writes to its own directory under ``bench-out/download/``; its output
 is verified (each file the metadata lists with an md5: present, size and md5
@@ -507,10 +508,10 @@ def bench_preset(
             "{dest}.jsonl",
         ]
         runs: dict[str, list[Row]] = {tool: [] for tool in args.tools}
+        if repeat > 1:  # the untimed warm-up (see the module docstring)
+            run_tool(srv, corpus, ids, "warm-up", seq_cmd, outdir / "warm-up", outdir)
         for k in range(repeat):  # interleaved, so a burst of load hits every tool alike
-            # ...and rotated: the first run of a preset meets a machine that has not
-            # just written a gigabyte (seen: ia seq 2.35 s first, then 5.02 s, 5.01 s).
-            for tool in args.tools[k % len(args.tools) :] + args.tools[: k % len(args.tools)]:
+            for tool in args.tools:
                 dest = outdir / f"{tool}-{k}"
                 if tool == "ia-seq":
                     runs[tool].append(run_tool(srv, corpus, ids, "ia seq", seq_cmd, dest, outdir))

@@ -23,7 +23,6 @@ RSS <= 300 MB, and checks that the analytics agree with what was generated.
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 import time
@@ -154,32 +153,7 @@ def report(results: list[dict[str, Any]]) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--jobs", default="1000000", help="comma-separated sizes (default 1000000)")
-    parser.add_argument("--seed", type=int, default=1)
-    parser.add_argument("--keep", action="store_true", help="keep the logs this run generates")
-    parser.add_argument("--runs", type=int, default=3, help="best of N (default 3)")
-    parser.add_argument("--measure", nargs=2, metavar=("WHAT", "PATH"), help=argparse.SUPPRESS)
-    args = parser.parse_args(argv)
-    if args.measure:
-        print(json.dumps(run_measurement(*args.measure)))
-        return 0
-    sizes = [int(s.replace("_", "")) for s in args.jobs.split(",")]
-    results = []
-    try:
-        for jobs in sizes:
-            results.append(bench_one(jobs, args.seed, args.runs))
-    finally:
-        if not args.keep:
-            for r in results:
-                if r["new"]:
-                    r["path"].unlink(missing_ok=True)
-                    r["path"].with_suffix(".json").unlink(missing_ok=True)
-    text = report(results)
-    print(text)
-    stamp = time.strftime("%Y%m%dT%H%M%S")
-    (bench.OUT / f"analytics-{stamp}.txt").write_text(text + "\n")
-    return 0 if all(all(r["checks"].values()) for r in results) else 1
+    return bench.run_cli(argv, __doc__, "analytics", run_measurement, bench_one, report)
 
 
 if __name__ == "__main__":

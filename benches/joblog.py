@@ -35,7 +35,7 @@ import tempfile
 import time
 from array import array
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -468,18 +468,25 @@ def report(results: list[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+def run_cli(
+    argv: list[str] | None,
+    doc: str,
+    name: str,
+    measure: Callable[[str, str], dict[str, Any]],
+    bench_one: Callable[[int, int, int], dict[str, Any]],
+    report: Callable[[list[dict[str, Any]]], str],
+    runs_help: str = "best of N (default 3)",
+) -> int:
+    """The command line this bench and ``analytics.py`` share: sizes, runs, kept logs."""
+    parser = argparse.ArgumentParser(description=doc.split("\n\n")[0])
     parser.add_argument("--jobs", default="1000000", help="comma-separated sizes (default 1000000)")
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--keep", action="store_true", help="keep the logs this run generates")
-    parser.add_argument(
-        "--runs", type=int, default=3, help="best of N for the fast rows (default 3)"
-    )
+    parser.add_argument("--runs", type=int, default=3, help=runs_help)
     parser.add_argument("--measure", nargs=2, metavar=("WHAT", "PATH"), help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.measure:
-        print(json.dumps(run_measurement(*args.measure)))
+        print(json.dumps(measure(*args.measure)))
         return 0
     sizes = [int(s.replace("_", "")) for s in args.jobs.split(",")]
     results = []
@@ -495,8 +502,20 @@ def main(argv: list[str] | None = None) -> int:
     text = report(results)
     print(text)
     stamp = time.strftime("%Y%m%dT%H%M%S")
-    (OUT / f"joblog-{stamp}.txt").write_text(text + "\n")
+    (OUT / f"{name}-{stamp}.txt").write_text(text + "\n")
     return 0 if all(all(r["checks"].values()) for r in results) else 1
+
+
+def main(argv: list[str] | None = None) -> int:
+    return run_cli(
+        argv,
+        __doc__,
+        "joblog",
+        run_measurement,
+        bench_one,
+        report,
+        runs_help="best of N for the fast rows (default 3)",
+    )
 
 
 if __name__ == "__main__":

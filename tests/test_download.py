@@ -12,7 +12,6 @@ import json
 import os
 import signal
 import subprocess
-import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -22,36 +21,8 @@ import pytest
 from iabulk import JobLog
 from iabulk.workers.download import PART_SUFFIX
 
+from tests.commands import IABULK, iabulk, search_download
 from tests.standin import ArchiveStandin, Corpus, FaultPlan
-
-IABULK = str(Path(sys.executable).with_name("iabulk"))
-
-
-def iabulk(
-    srv: ArchiveStandin, *args: str, timeout: float = 180
-) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [IABULK, *args], env=srv.client_env(), capture_output=True, text=True, timeout=timeout
-    )
-
-
-def search_download(
-    srv: ArchiveStandin, log: Path, dest: Path, *extra: str
-) -> subprocess.CompletedProcess[str]:
-    """The command most tests run: the whole collection `c` into ``dest``."""
-    return iabulk(
-        srv,
-        "download",
-        "--search",
-        "collection:c",
-        "--joblog",
-        str(log),
-        "--destdir",
-        str(dest),
-        "--disk-margin",
-        "0",
-        *extra,
-    )
 
 
 def md5_of(path: Path) -> str:

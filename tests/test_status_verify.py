@@ -3,22 +3,13 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from collections.abc import Callable
 from pathlib import Path
 
 from iabulk import JobLog
 
+from tests.commands import iabulk, search_download
 from tests.standin import ArchiveStandin, Corpus
-
-IABULK = str(Path(sys.executable).with_name("iabulk"))
-
-
-def iabulk(srv: ArchiveStandin, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [IABULK, *args], env=srv.client_env(), capture_output=True, text=True, timeout=180
-    )
 
 
 def corpus_with_dark() -> Corpus:
@@ -32,19 +23,7 @@ def corpus_with_dark() -> Corpus:
 def first_run(srv: ArchiveStandin, tmp_path: Path) -> tuple[Path, Path]:
     log, dest = tmp_path / "run.jsonl", tmp_path / "files"
     dest.mkdir()
-    result = iabulk(
-        srv,
-        "download",
-        "--search",
-        "collection:c",
-        "--joblog",
-        str(log),
-        "--destdir",
-        str(dest),
-        "--disk-margin",
-        "0",
-        "-q",
-    )
+    result = search_download(srv, log, dest, "-q")
     assert result.returncode == 1, result.stderr  # the dark item
     return log, dest
 

@@ -9,16 +9,14 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
+from tests.commands import IABULK
 from tests.standin import ArchiveStandin, Corpus, FaultPlan
-
-IABULK = str(Path(sys.executable).with_name("iabulk"))
 
 
 def run(

@@ -45,10 +45,10 @@ import pytest
 from iabulk._native import scan
 from iabulk.workers.download import PART_SUFFIX
 
+from tests.commands import IABULK
 from tests.standin import ArchiveStandin, Corpus, FaultPlan
 from tests.standin.faults import Fault, RequestInfo
 
-IABULK = str(Path(sys.executable).with_name("iabulk"))
 KIB = 1 << 10
 MIB = 1 << 20
 

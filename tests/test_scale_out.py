@@ -11,7 +11,6 @@ import hashlib
 import operator
 import re
 import subprocess
-import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -19,10 +18,10 @@ from pathlib import Path
 import pytest
 import yaml
 
+from tests.commands import IABULK
 from tests.standin import ArchiveStandin, Corpus, FaultPlan
 
 REPO = Path(__file__).resolve().parent.parent
-IABULK = str(Path(sys.executable).with_name("iabulk"))
 DOC = (REPO / "docs" / "scale-out.md").read_text()
 
 

@@ -45,7 +45,11 @@ the others straight from the data-node directory it named, through the same
 session factory), 10 threads, bodies discarded, over the same items.
 Engine overhead per job = (iabulk CPU - bare http CPU) / jobs: what iabulk
 spends beyond the HTTP work (file writes, md5, fsync, the job log, the engine,
-the UI). The TLS/proxy/HTTP work itself is the same in both. The two bare
+the UI). The TLS/proxy/HTTP work itself is the same in both. Two more
+baselines split that up: ``bare http+files`` also writes each body to its
+file, plainly; ``bare http+durable`` writes it as iabulk keeps a file (md5,
+fsync, mtime, rename into place, the item's directory fsynced), so iabulk's
+difference from it is the engine, the job log and the worker's bookkeeping. The two bare
 clients and iabulk run in interleaved rounds (``--repeat``, default 3), and
 the median of the rounds' differences is reported: identical runs on a
 shared 2-core machine differ by up to ~0.7 ms/job.
@@ -633,14 +637,15 @@ sys.exit(main(sys.argv[1:]))
 """
 
 BARE_HTTP = r"""
-import os, sys, threading
+import hashlib, os, sys, threading
 from internetarchive.auth import S3Auth
 from iabulk.disk import DiskPool
 from iabulk.session import ia_session, session_factory
-from iabulk.workers.download import DownloadWorker, _Item
+from iabulk.workers.download import DownloadWorker, _Item, _finish_file, _sync_dirs
 ids = open(sys.argv[1]).read().split()
 workers = int(sys.argv[2])
 dest = sys.argv[3] if len(sys.argv) > 3 else None
+durable = len(sys.argv) > 4 and sys.argv[4] == "durable"
 ia = ia_session(None)  # the same configuration, cookies and session class as iabulk
 keys = (ia.access_key, ia.secret_key)
 # iabulk's own HTTP code (metadata, /download, data-node requests), nothing else of it.
@@ -664,13 +669,27 @@ def work():
             if dest is None:
                 for chunk in r.iter_content(1 << 20):
                     pass
-            else:
+            elif not durable:
                 path = os.path.join(dest, ident, f.name)
                 os.makedirs(os.path.dirname(path), exist_ok=True)
                 with open(path, "wb") as out:
                     for chunk in r.iter_content(1 << 20):
                         out.write(chunk)
+            else:  # as iabulk keeps a file: md5, fsync, mtime, rename, the directory fsynced
+                path = os.path.join(dest, ident, f.name)
+                os.makedirs(os.path.dirname(path), exist_ok=True)
+                digest = hashlib.md5()
+                with open(path + ".part", "wb") as out:
+                    for chunk in r.iter_content(1 << 20):
+                        digest.update(chunk)
+                        out.write(chunk)
+                    out.flush()
+                    os.fsync(out.fileno())
+                assert f.md5 is None or digest.hexdigest() == f.md5
+                _finish_file(path + ".part", path, f)
             r.close()
+        if durable:
+            _sync_dirs(os.path.join(dest, ident), files)
 threads = [threading.Thread(target=work) for _ in range(int(sys.argv[2]))]
 for t in threads: t.start()
 for t in threads: t.join()
@@ -718,14 +737,16 @@ def bench_tiny(scale: float, args: argparse.Namespace, out: Callable[[str], None
     rows: list[Row] = []
     ia, iabulk = str(BIN / "ia"), str(BIN / "iabulk")
 
-    def bare(name: str, with_files: bool, round_: int) -> Row:
+    def bare(name: str, files: str, round_: int) -> Row:
+        """``files``: "" (bodies discarded), "plain" or "durable" (as iabulk keeps them)."""
         script = outdir / "bare_http.py"
         script.write_text(BARE_HTTP)
-        dest = outdir / f"bare-{'files' if with_files else 'http'}-{round_}"
+        dest = outdir / f"bare-{files or 'http'}-{round_}"
         dest.mkdir()
         argv = [sys.executable, str(script), str(items), str(PARALLEL)]
+        with_files = bool(files)
         if with_files:
-            argv.append(str(dest))
+            argv += [str(dest), files]
         os.sync()
         srv.reset()
         m = measure(argv, srv.env(), outdir / f"{dest.name}.log")
@@ -735,7 +756,11 @@ def bench_tiny(scale: float, args: argparse.Namespace, out: Callable[[str], None
             len(ids),
             connections=c["connections_opened"],
             requests=c["requests"],
-            note="+ plain file writes" if with_files else "HTTP work only, no files",
+            note={
+                "": "HTTP work only, no files",
+                "plain": "+ plain file writes",
+                "durable": "+ md5, fsync, rename",
+            }[files],
         )
         if m.returncode:
             row.failed = f"exit {m.returncode}"
@@ -747,7 +772,7 @@ def bench_tiny(scale: float, args: argparse.Namespace, out: Callable[[str], None
         return row
 
     tiny_rounds = args.repeat if args.repeat is not None else 3
-    rounds: dict[str, list[Row]] = {"plain": [], "files": [], "bulk": []}
+    rounds: dict[str, list[Row]] = {"plain": [], "files": [], "durable": [], "bulk": []}
     try:
         rows.append(extrapolate(capacity(srv, corpus, samples["seq"], outdir), samples["seq"], ids))
         if "ia-seq" in args.tools:
@@ -809,8 +834,9 @@ def bench_tiny(scale: float, args: argparse.Namespace, out: Callable[[str], None
             "{dest}.jsonl",
         ]
         for k in range(tiny_rounds):
-            rounds["plain"].append(bare("bare http (10 thr)", False, k))
-            rounds["files"].append(bare("bare http+files", True, k))
+            rounds["plain"].append(bare("bare http (10 thr)", "", k))
+            rounds["files"].append(bare("bare http+files", "plain", k))
+            rounds["durable"].append(bare("bare http+durable", "durable", k))
             if "iabulk" in args.tools:
                 rounds["bulk"].append(
                     run_tool(
@@ -856,7 +882,12 @@ def bench_tiny(scale: float, args: argparse.Namespace, out: Callable[[str], None
     )
     if bulk and bulk.cpu is not None:
         out(f"  iabulk CPU per job: {bulk.cpu / n * 1e3:.2f} ms (median of {len(rounds['bulk'])})")
-        for ref, runs in ((plain, rounds["plain"]), (files, rounds["files"])):
+        durable = next((r for r in rows if r.tool.startswith("bare http+durable")), None)
+        for ref, runs in (
+            (plain, rounds["plain"]),
+            (files, rounds["files"]),
+            (durable, rounds["durable"]),
+        ):
             if ref is None or ref.cpu is None:
                 continue
             # Each round's difference, iabulk against the baseline run just before it.

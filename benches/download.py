@@ -93,6 +93,17 @@ from tests.standin.corpus import Corpus  # noqa: E402
 BIN = Path(sys.executable).parent
 PRESETS = ("many-small", "few-large", "wide-item", "tiny-100k", "resume")
 PARALLEL = 10
+BULK_OPTIONS = [
+    "-w",
+    str(PARALLEL),
+    "--destdir",
+    "{dest}",
+    "--disk-margin",
+    "0",
+    "--joblog",
+    "{dest}.jsonl",
+]
+"""How every preset runs iabulk, after its source."""
 CA_MODE = "standin"
 """``standin``: clients trust the stand-in's one-certificate CA bundle (the
 default; cheapest for every client). ``realistic``: that CA plus the system's
@@ -375,36 +386,25 @@ def extrapolate(row: Row, sample: Sequence[str], ids: Sequence[str]) -> Row:
 
 
 def best_of(rows: list[Row]) -> Row:
-    """The fastest verified run (a shared machine only ever slows a run down);
-    FAILED if any run failed."""
-    failed = [r for r in rows if r.failed]
-    if failed:
-        return failed[0]
-    best = min(rows, key=lambda r: r.wall or 0.0)
-    if len(rows) > 1:
-        best.note = (
-            (best.note + " " if best.note else "")
-            + "best of "
-            + ", ".join(f"{r.wall:.2f}" for r in rows)
-        )
-    return best
+    """The fastest verified run (a shared machine only ever slows a run down)."""
+    return _stand_in(rows, min(rows, key=lambda r: r.wall or 0.0), "best of", "wall")
 
 
 def median_of(rows: list[Row]) -> Row:
-    """The run with the median CPU time (the figure tiny-100k compares);
-    FAILED if any run failed."""
+    """The run with the median CPU time (the figure tiny-100k compares)."""
+    median = sorted(rows, key=lambda r: r.cpu or 0.0)[(len(rows) - 1) // 2]
+    return _stand_in(rows, median, "median CPU of", "cpu")
+
+
+def _stand_in(rows: list[Row], chosen: Row, label: str, figure: str) -> Row:
+    """``chosen`` noted with every run's ``figure``; FAILED if any run failed."""
     failed = [r for r in rows if r.failed]
     if failed:
         return failed[0]
-    ordered = sorted(rows, key=lambda r: r.cpu or 0.0)
-    median = ordered[(len(ordered) - 1) // 2]
     if len(rows) > 1:
-        median.note = (
-            (median.note + "; " if median.note else "")
-            + "median CPU of "
-            + ", ".join(f"{r.cpu:.1f}" for r in rows)
-        )
-    return median
+        figures = ", ".join(f"{getattr(r, figure):.2f}" for r in rows)
+        chosen.note = (chosen.note + "; " if chosen.note else "") + f"{label} {figures}"
+    return chosen
 
 
 def capacity(srv: Standin, corpus: Corpus, ids: Sequence[str], logdir: Path) -> Row:
@@ -522,16 +522,7 @@ def bench_preset(
             seq_cmd = [ia, "download", "--itemlist", str(itemlist), "--destdir", "{dest}"]
             fan = f"xargs -P {PARALLEL} -n 1 {ia} download --destdir {{dest}} < {itemlist}"
             bulk = [iabulk, "download", "--itemlist", str(itemlist)]
-        bulk += [
-            "-w",
-            str(PARALLEL),
-            "--destdir",
-            "{dest}",
-            "--disk-margin",
-            "0",
-            "--joblog",
-            "{dest}.jsonl",
-        ]
+        bulk += BULK_OPTIONS
         runs: dict[str, list[Row]] = {tool: [] for tool in args.tools}
         if repeat > 1:  # the untimed warm-up (see the module docstring)
             run_tool(srv, corpus, ids, "warm-up", seq_cmd, outdir / "warm-up", outdir)
@@ -819,20 +810,7 @@ def bench_tiny(scale: float, args: argparse.Namespace, out: Callable[[str], None
             )
         # Rounds of the three, interleaved: identical runs here differ by up to
         # ~0.7 ms/job of CPU, so one round's difference says little.
-        bulk_argv = [
-            iabulk,
-            "download",
-            "--itemlist",
-            str(items),
-            "-w",
-            str(PARALLEL),
-            "--destdir",
-            "{dest}",
-            "--disk-margin",
-            "0",
-            "--joblog",
-            "{dest}.jsonl",
-        ]
+        bulk_argv = [iabulk, "download", "--itemlist", str(items), *BULK_OPTIONS]
         for k in range(tiny_rounds):
             rounds["plain"].append(bare("bare http (10 thr)", "", k))
             rounds["files"].append(bare("bare http+files", "plain", k))

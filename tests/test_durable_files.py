@@ -12,7 +12,6 @@ import json
 import os
 import threading
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any, ClassVar
@@ -23,10 +22,12 @@ from iabulk.session import session_factory
 from iabulk.workers import download
 from iabulk.workers.download import PART_SUFFIX, DownloadWorker
 
+from tests.local_http import QuietHandler, serving
+
 MTIME = 1_600_000_000
 
 
-class _Archive(BaseHTTPRequestHandler):
+class _Archive(QuietHandler):
     files: ClassVar[dict[str, bytes]] = {}
     missing: ClassVar[set[str]] = set()
 
@@ -42,47 +43,20 @@ class _Archive(BaseHTTPRequestHandler):
                 }
                 for n, b in self.files.items()
             ]
-            self._send(200, json.dumps({"files": listing}).encode())
+            self.reply(200, json.dumps({"files": listing}).encode())
         elif parts[1] == "download":
-            self.send_response(302)
-            self.send_header("Location", f"/node/{parts[2]}/{parts[3]}")
-            self.send_header("Content-Length", "0")
-            self.end_headers()
+            self.reply(302, b"", (("Location", f"/node/{parts[2]}/{parts[3]}"),))
         elif parts[1] == "node" and parts[3] in self.files and parts[3] not in self.missing:
-            self._send(200, self.files[parts[3]])
+            self.reply(200, self.files[parts[3]])
         else:
-            self._send(404, b"")
-
-    def _send(self, status: int, body: bytes) -> None:
-        self.send_response(status)
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-
-    def log_message(self, *args: object) -> None:
-        pass
+            self.reply(404, b"")
 
 
 @pytest.fixture
 def archive(monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
-    for name in (
-        "http_proxy",
-        "https_proxy",
-        "all_proxy",
-        "HTTP_PROXY",
-        "HTTPS_PROXY",
-        "ALL_PROXY",
-    ):
-        monkeypatch.delenv(name, raising=False)
     _Archive.files, _Archive.missing = {}, set()
-    httpd = ThreadingHTTPServer(("127.0.0.1", 0), _Archive)
-    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{httpd.server_address[1]}"
-    finally:
-        httpd.shutdown()
-        httpd.server_close()
+    with serving(_Archive, monkeypatch) as url:
+        yield url
 
 
 @pytest.fixture

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from types import SimpleNamespace
 from typing import ClassVar
@@ -15,44 +14,23 @@ from iabulk.disk import DiskPool
 from iabulk.session import CountingCookieJar, cookie_state, session_factory
 from iabulk.workers.download import DownloadWorker
 
+from tests.local_http import QuietHandler, serving
 
-class _Recorder(BaseHTTPRequestHandler):
+
+class _Recorder(QuietHandler):
     cookies_seen: ClassVar[list[str | None]] = []
 
     def do_GET(self) -> None:
         type(self).cookies_seen.append(self.headers.get("Cookie"))
-        body = b"ok"
-        self.send_response(200)
-        if self.path.endswith("/set"):
-            self.send_header("Set-Cookie", "fresh=1; Path=/")
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-
-    def log_message(self, *args: object) -> None:
-        pass
+        sets = (("Set-Cookie", "fresh=1; Path=/"),) if self.path.endswith("/set") else ()
+        self.reply(200, b"ok", sets)
 
 
 @pytest.fixture
 def server(monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
-    for name in (
-        "http_proxy",
-        "https_proxy",
-        "all_proxy",
-        "HTTP_PROXY",
-        "HTTPS_PROXY",
-        "ALL_PROXY",
-    ):
-        monkeypatch.delenv(name, raising=False)
     _Recorder.cookies_seen = []
-    httpd = ThreadingHTTPServer(("127.0.0.1", 0), _Recorder)
-    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{httpd.server_address[1]}"
-    finally:
-        httpd.shutdown()
-        httpd.server_close()
+    with serving(_Recorder, monkeypatch) as url:
+        yield url
 
 
 def test_a_cookie_set_by_a_response_reaches_the_next_prepared_request(

@@ -49,10 +49,11 @@ the UI). The TLS/proxy/HTTP work itself is the same in both. Two more
 baselines split that up: ``bare http+files`` also writes each body to its
 file, plainly; ``bare http+durable`` writes it as iabulk keeps a file (md5,
 fsync, mtime, rename into place, the item's directory fsynced), so iabulk's
-difference from it is the engine, the job log and the worker's bookkeeping. The two bare
-clients and iabulk run in interleaved rounds (``--repeat``, default 3), and
-the median of the rounds' differences is reported: identical runs on a
-shared 2-core machine differ by up to ~0.7 ms/job.
+difference from it is the engine, the job log and the worker's bookkeeping.
+The bare clients and iabulk run in interleaved rounds (``--repeat``; by
+default 3 below 50,000 items, 1 above), and the median of the rounds'
+differences is reported: identical 5,000-item runs on a shared 2-core
+machine differ by up to ~0.7 ms/job.
 
 ``resume`` measures resuming a 10M-job log with 4M pending (``benches/genlog.py``,
 cached in ``bench-out/``): the time from starting ``iabulk download --joblog J``
@@ -762,7 +763,8 @@ def bench_tiny(scale: float, args: argparse.Namespace, out: Callable[[str], None
             row.nbytes = sum(size for i in ids for size, _ in corpus.expected(i).values())
         return row
 
-    tiny_rounds = args.repeat if args.repeat is not None else 3
+    # A long run averages the machine's bursts out by itself; a short one needs rounds.
+    tiny_rounds = args.repeat if args.repeat is not None else (1 if len(ids) >= 50_000 else 3)
     rounds: dict[str, list[Row]] = {"plain": [], "files": [], "durable": [], "bulk": []}
     try:
         rows.append(extrapolate(capacity(srv, corpus, samples["seq"], outdir), samples["seq"], ids))
@@ -808,8 +810,8 @@ def bench_tiny(scale: float, args: argparse.Namespace, out: Callable[[str], None
                     ids,
                 )
             )
-        # Rounds of the three, interleaved: identical runs here differ by up to
-        # ~0.7 ms/job of CPU, so one round's difference says little.
+        # Interleaved rounds: identical runs here differ by up to ~0.7 ms/job
+        # of CPU, so one round's difference says little.
         bulk_argv = [iabulk, "download", "--itemlist", str(items), *BULK_OPTIONS]
         for k in range(tiny_rounds):
             rounds["plain"].append(bare("bare http (10 thr)", "", k))
@@ -1032,8 +1034,8 @@ def main(argv: list[str] | None = None) -> int:
         type=int,
         default=None,
         help="runs per tool, the best wall time counts (default: 1 for many-small, else 3);"
-        " for tiny-100k, rounds of bare http, bare http+files and iabulk, the median"
-        " CPU counts (default 3)",
+        " for tiny-100k, rounds of the bare clients and iabulk, the median CPU counts"
+        " (default: 3 below 50,000 items, else 1)",
     )
     parser.add_argument(
         "--tiny-scale", type=float, default=None, help="scale of tiny-100k (default: --scale)"

@@ -23,7 +23,13 @@ Repeated runs (``--repeat``; 3 per tool, 1 for many-small) are interleaved and
 each tool's best counts. Before them, one untimed ``ia seq`` run writes the
 preset once: on this kind of machine the first gigabyte written after a quiet
 spell goes about twice as fast as the next (ia seq: 2.70 s first, then 5.00 s
-and 5.30 s), and no timed run should get that seat alone.
+and 5.30 s), and no timed run should get that seat alone. The cause is
+memory, not order: outputs are kept until the preset ends, so every later run
+fills page cache the VM has not touched yet, and that costs a 1 GB iabulk
+run 2.1-3.7 s of system time, against 0.8-0.9 s when it reuses memory freed
+just before (the output of the run before, deleted). Every timed run here
+pays the same, so the comparison stays fair; runs that reuse freed memory
+are faster for every tool.
 
 Every run writes to its own directory under ``bench-out/download/``; its output
 is verified (each file the metadata lists with an md5: present, size and md5

@@ -19,12 +19,9 @@ def iabulk(
     )
 
 
-def search_download(
-    srv: ArchiveStandin, log: Path, dest: Path, *extra: str
-) -> subprocess.CompletedProcess[str]:
-    """The command most tests run: the whole collection `c` into ``dest``."""
-    return iabulk(
-        srv,
+def search_args(log: Path, dest: Path, *extra: str) -> list[str]:
+    """The command most tests run, after ``iabulk``: the whole collection `c` into ``dest``."""
+    return [
         "download",
         "--search",
         "collection:c",
@@ -35,4 +32,11 @@ def search_download(
         "--disk-margin",
         "0",
         *extra,
-    )
+    ]
+
+
+def search_download(
+    srv: ArchiveStandin, log: Path, dest: Path, *extra: str
+) -> subprocess.CompletedProcess[str]:
+    """Run :func:`search_args` and wait for it."""
+    return iabulk(srv, *search_args(log, dest, *extra))

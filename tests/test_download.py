@@ -21,7 +21,7 @@ import pytest
 from iabulk import JobLog
 from iabulk.workers.download import PART_SUFFIX
 
-from tests.commands import IABULK, iabulk, search_download
+from tests.commands import IABULK, iabulk, search_args, search_download
 from tests.standin import ArchiveStandin, Corpus, FaultPlan
 
 
@@ -81,22 +81,7 @@ def test_search_across_cursor_pages_downloads_every_file_verified(
     corpus = corpus_of(230)
     srv = standin(corpus)
     log = tmp_path / "run.jsonl"
-    result = iabulk(
-        srv,
-        "download",
-        "--search",
-        "collection:c",
-        "--search-param",
-        "count:100",
-        "-w",
-        "6",
-        "--joblog",
-        str(log),
-        "--destdir",
-        str(dest),
-        "--disk-margin",
-        "0",
-    )
+    result = search_download(srv, log, dest, "--search-param", "count:100", "-w", "6")
     assert result.returncode == 0, result.stderr
     assert srv.counters()["requests_by_kind"]["search"] >= 3  # three cursor pages
     assert_verified(corpus, dest, corpus.identifiers())
@@ -175,20 +160,7 @@ def test_sigint_exits_promptly_with_130_and_resume_by_joblog_alone_finishes(
     srv = standin(corpus, FaultPlan(bandwidth=600_000))
     log = tmp_path / "run.jsonl"
     proc = subprocess.Popen(
-        [
-            IABULK,
-            "download",
-            "--search",
-            "collection:c",
-            "-w",
-            "3",
-            "--joblog",
-            str(log),
-            "--destdir",
-            str(dest),
-            "--disk-margin",
-            "0",
-        ],
+        [IABULK, *search_args(log, dest, "-w", "3")],
         env=srv.client_env(),
         stderr=subprocess.PIPE,
         text=True,
@@ -222,20 +194,7 @@ def test_second_ctrl_c_exits_at_once(
     srv = standin(corpus, FaultPlan(bandwidth=200_000))
     log = tmp_path / "run.jsonl"
     proc = subprocess.Popen(
-        [
-            IABULK,
-            "download",
-            "--search",
-            "collection:c",
-            "-w",
-            "2",
-            "--joblog",
-            str(log),
-            "--destdir",
-            str(dest),
-            "--disk-margin",
-            "0",
-        ],
+        [IABULK, *search_args(log, dest, "-w", "2")],
         env=srv.client_env(),
         stderr=subprocess.PIPE,
         text=True,
@@ -253,17 +212,7 @@ def test_rerun_resumes_partial_file_with_range(
     corpus = corpus_of(1, size=3_000_000)
     srv = standin(corpus, FaultPlan(bandwidth=1_000_000))
     log = tmp_path / "run.jsonl"
-    args = [
-        "download",
-        "--search",
-        "collection:c",
-        "--joblog",
-        str(log),
-        "--destdir",
-        str(dest),
-        "--disk-margin",
-        "0",
-    ]
+    args = search_args(log, dest)
     proc = subprocess.Popen([IABULK, *args], env=srv.client_env(), stderr=subprocess.PIPE)
     part = dest / "c-item-0000" / ("file-0.bin" + PART_SUFFIX)
     wait_for(lambda: part.exists() and part.stat().st_size > 500_000)

@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.commands import IABULK
+from tests.commands import IABULK, iabulk, search_args
 from tests.standin import ArchiveStandin, Corpus, FaultPlan
 
 REPO = Path(__file__).resolve().parent.parent
@@ -57,20 +57,8 @@ def test_three_concurrent_shards_cover_the_corpus_exactly_once(
             subprocess.Popen(
                 [
                     IABULK,
-                    "download",
-                    "--search",
-                    "collection:c",
-                    "--shard",
-                    f"{k}/3",
-                    "-w",
-                    "3",
-                    "--joblog",
-                    str(tmp_path / f"shard-{k}.jsonl"),
-                    "--destdir",
-                    str(dest),
-                    "--disk-margin",
-                    "0",
-                    "-q",
+                    *search_args(tmp_path / f"shard-{k}.jsonl", dest),
+                    *("--shard", f"{k}/3", "-w", "3", "-q"),
                 ],
                 env=srv.client_env(),
                 stderr=subprocess.PIPE,
@@ -99,18 +87,7 @@ def test_resuming_a_log_as_another_shard_is_refused(
 ) -> None:
     srv = standin(corpus_of(6))
     log = tmp_path / "shard.jsonl"
-    common = [
-        "download",
-        "--search",
-        "collection:c",
-        "--joblog",
-        str(log),
-        "--destdir",
-        str(tmp_path),
-        "--disk-margin",
-        "0",
-        "-q",
-    ]
+    common = search_args(log, tmp_path, "-q")
     first = subprocess.run(
         [IABULK, *common, "--shard", "1/2"],
         env=srv.client_env(),
@@ -141,20 +118,7 @@ def test_limit_rate_holds_the_total_within_five_percent(
     proc = subprocess.Popen(
         [
             IABULK,
-            "download",
-            "--search",
-            "collection:c",
-            "-w",
-            "4",
-            "--limit-rate",
-            "1M",
-            "--joblog",
-            str(tmp_path / "j.jsonl"),
-            "--destdir",
-            str(tmp_path),
-            "--disk-margin",
-            "0",
-            "-q",
+            *search_args(tmp_path / "j.jsonl", tmp_path, "-w", "4", "--limit-rate", "1M", "-q"),
         ],
         env=srv.client_env(),
         stderr=subprocess.PIPE,
@@ -184,26 +148,7 @@ def test_429s_halve_the_transfers_and_quiet_ramps_them_up(
     srv = standin(corpus, plan)
     dest = tmp_path / "files"
     dest.mkdir()
-    result = subprocess.run(
-        [
-            IABULK,
-            "download",
-            "--search",
-            "collection:c",
-            "-w",
-            "8",
-            "--joblog",
-            str(tmp_path / "j.jsonl"),
-            "--destdir",
-            str(dest),
-            "--disk-margin",
-            "0",
-        ],
-        env=srv.client_env(),
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    result = iabulk(srv, *search_args(tmp_path / "j.jsonl", dest, "-w", "8"), timeout=300)
     assert result.returncode == 0, result.stderr
     levels = [(int(m[1]), m[2]) for m in re.finditer(r"transfers (\d+)/8: (.+)", result.stderr)]
     assert (8, "ramping up") in levels, result.stderr

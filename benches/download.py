@@ -667,24 +667,23 @@ def work():
             if dest is None:
                 for chunk in r.iter_content(1 << 20):
                     pass
-            elif not durable:
+            else:
                 path = os.path.join(dest, ident, f.name)
                 os.makedirs(os.path.dirname(path), exist_ok=True)
-                with open(path, "wb") as out:
-                    for chunk in r.iter_content(1 << 20):
-                        out.write(chunk)
-            else:  # as iabulk keeps a file: md5, fsync, mtime, rename, the directory fsynced
-                path = os.path.join(dest, ident, f.name)
-                os.makedirs(os.path.dirname(path), exist_ok=True)
-                digest = hashlib.md5()
-                with open(path + ".part", "wb") as out:
-                    for chunk in r.iter_content(1 << 20):
-                        digest.update(chunk)
-                        out.write(chunk)
-                    out.flush()
-                    os.fsync(out.fileno())
-                assert f.md5 is None or digest.hexdigest() == f.md5
-                _finish_file(path + ".part", path, f)
+                if not durable:
+                    with open(path, "wb") as out:
+                        for chunk in r.iter_content(1 << 20):
+                            out.write(chunk)
+                else:  # as iabulk keeps a file: md5, fsync, mtime, rename, the directory fsynced
+                    digest = hashlib.md5()
+                    with open(path + ".part", "wb") as out:
+                        for chunk in r.iter_content(1 << 20):
+                            digest.update(chunk)
+                            out.write(chunk)
+                        out.flush()
+                        os.fsync(out.fileno())
+                    assert f.md5 is None or digest.hexdigest() == f.md5
+                    _finish_file(path + ".part", path, f)
             r.close()
         if durable:
             _sync_dirs(os.path.join(dest, ident), files)
@@ -742,8 +741,7 @@ def bench_tiny(scale: float, args: argparse.Namespace, out: Callable[[str], None
         dest = outdir / f"bare-{files or 'http'}-{round_}"
         dest.mkdir()
         argv = [sys.executable, str(script), str(items), str(PARALLEL)]
-        with_files = bool(files)
-        if with_files:
+        if files:
             argv += [str(dest), files]
         os.sync()
         srv.reset()
@@ -762,7 +760,7 @@ def bench_tiny(scale: float, args: argparse.Namespace, out: Callable[[str], None
         )
         if m.returncode:
             row.failed = f"exit {m.returncode}"
-        elif with_files and not (ok := verify(corpus, ids, dest))[0]:
+        elif files and not (ok := verify(corpus, ids, dest))[0]:
             row.failed = ok[1]
         else:
             row.wall, row.cpu, row.rss_kib = m.wall, m.cpu, m.peak_rss_kib
@@ -772,6 +770,7 @@ def bench_tiny(scale: float, args: argparse.Namespace, out: Callable[[str], None
     # A long run averages the machine's bursts out by itself; a short one needs rounds.
     tiny_rounds = args.repeat if args.repeat is not None else (1 if len(ids) >= 50_000 else 3)
     rounds: dict[str, list[Row]] = {"plain": [], "files": [], "durable": [], "bulk": []}
+    medians: dict[str, Row] = {}
     try:
         rows.append(extrapolate(capacity(srv, corpus, samples["seq"], outdir), samples["seq"], ids))
         if "ia-seq" in args.tools:
@@ -835,7 +834,8 @@ def bench_tiny(scale: float, args: argparse.Namespace, out: Callable[[str], None
                         outdir,
                     )
                 )
-        rows.extend(median_of(r) for r in rounds.values() if r)
+        medians = {kind: median_of(runs) for kind, runs in rounds.items() if runs}
+        rows.extend(medians.values())
     finally:
         srv.stop()
         cleanup(outdir)
@@ -859,27 +859,21 @@ def bench_tiny(scale: float, args: argparse.Namespace, out: Callable[[str], None
         out,
     )
     n = len(ids)
-    bulk = next((r for r in rows if r.tool.startswith("iabulk")), None)
-    plain = next((r for r in rows if r.tool.startswith("bare http (")), None)
-    files = next((r for r in rows if r.tool.startswith("bare http+files")), None)
+    bulk = medians.get("bulk")
     out(
         f"  engine alone (no-op worker, {PARALLEL} workers, durable job log, in-process): "
         f"{engine['cpu'] / n * 1e3:.3f} ms CPU/job, {n / engine['wall']:.0f} jobs/s"
     )
     if bulk and bulk.cpu is not None:
         out(f"  iabulk CPU per job: {bulk.cpu / n * 1e3:.2f} ms (median of {len(rounds['bulk'])})")
-        durable = next((r for r in rows if r.tool.startswith("bare http+durable")), None)
-        for ref, runs in (
-            (plain, rounds["plain"]),
-            (files, rounds["files"]),
-            (durable, rounds["durable"]),
-        ):
+        for kind in ("plain", "files", "durable"):
+            ref = medians.get(kind)
             if ref is None or ref.cpu is None:
                 continue
             # Each round's difference, iabulk against the baseline run just before it.
             extras = sorted(
                 (b.cpu - r.cpu) / n * 1e3
-                for b, r in zip(rounds["bulk"], runs)
+                for b, r in zip(rounds["bulk"], rounds[kind])
                 if b.cpu is not None and r.cpu is not None
             )
             extra = statistics.median(extras)
@@ -887,7 +881,7 @@ def bench_tiny(scale: float, args: argparse.Namespace, out: Callable[[str], None
                 f"    beyond {ref.tool} ({ref.cpu / n * 1e3:.2f} ms/job): {extra:.2f} ms/job"
                 f" (median; rounds: {', '.join(f'{e:.2f}' for e in extras)})"
             )
-            if ref is files:
+            if kind == "files":
                 bulk.extra["overhead_ms"] = extra
     return rows
 

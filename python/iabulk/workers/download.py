@@ -10,8 +10,8 @@ without opening a connection per file. All threads share one
 kept alive and reused across items, files and redirects. A file is streamed to a temporary name
 beside its target while its md5 is computed, and synced; only when size and
 md5 match the metadata is it stamped with the metadata's mtime and renamed
-into place. A partial temporary file is
-resumed with ``Range`` on the next attempt or run.
+into place; its cached pages are released once it is synced. A partial
+temporary file is resumed with ``Range`` on the next attempt or run.
 
 Politeness: a 429 or 503 from any host (archive.org or a data node) closes a
 shared gate for its ``Retry-After``; every request waits at the gate, so the
@@ -53,6 +53,8 @@ __all__ = ["DownloadWorker", "DownloadOptions", "unsafe_name_reason", "PART_SUFF
 
 CHUNK = 1 << 20
 PART_SUFFIX = ".iabulk-part"
+# posix_fadvise is missing on macOS and Windows, where the page cache keeps its pages.
+_fadvise: Callable[[int, int, int, int], None] | None = getattr(os, "posix_fadvise", None)
 MAX_NAME_BYTES = 255
 HELP_MIN_FILES = 8
 """Helpers join an item only while it has this many files waiting: a helper
@@ -782,7 +784,7 @@ class DownloadWorker(BaseWorker):
                 finally:
                     with item.lock:
                         item.written += received
-            os.fsync(out)
+            _sync_and_release(out)
         finally:
             os.close(out)
         return received
@@ -797,9 +799,33 @@ def _write_all(fd: int, data: memoryview | bytes) -> None:
 def _fsync_path(path: str) -> None:
     fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
     try:
-        os.fsync(fd)
+        _sync_and_release(fd)
     finally:
         os.close(fd)
+
+
+def _sync_and_release(fd: int) -> None:
+    """Make a written file durable, then let the kernel drop its cached pages.
+
+    A bulk run writes far more than anyone reads back soon. Left in the page
+    cache, those pages push the user's own working set out of memory, and
+    each new file lands in memory the kernel must first reclaim (or, in a VM,
+    memory the host has to back afresh: 2-4 s of system time per GB on the
+    benchmark machine, against under 1 s when the pages are reused). Once
+    synced the pages are clean, so dropping them costs no I/O, and the next
+    file reuses them.
+    """
+    os.fsync(fd)
+    _release_cache(fd)
+
+
+def _release_cache(fd: int) -> None:
+    """Advise the kernel to drop a file's clean cached pages (a hint; Linux and BSDs)."""
+    if _fadvise is not None:
+        try:
+            _fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+        except OSError:
+            pass  # a file system that takes no advice keeps its pages
 
 
 def _finish_file(part: str, target: str, f: _File) -> None:
@@ -882,9 +908,12 @@ def _remove(path: str) -> None:
 
 
 def _iter_file(path: str) -> Iterator[bytes]:
+    """The bytes of ``path``, its pages released from the cache once read
+    (checking a collection should not evict everything else from memory)."""
     with open(path, "rb") as src:
         while chunk := src.read(CHUNK):
             yield chunk
+        _release_cache(src.fileno())
 
 
 def _hash_file(path: str, digest: Any) -> None:

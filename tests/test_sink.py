@@ -17,7 +17,7 @@ from collections.abc import Callable, Iterator
 
 import pytest
 import requests
-from iabulk.workers.sink import iter_body, raw_body
+from iabulk.workers.sink import _tls_readinto, iter_body, raw_body
 
 from tests.standin import ArchiveStandin, Corpus, FaultPlan
 
@@ -61,7 +61,9 @@ def test_body_read_raw_is_the_file_and_keeps_the_connection(
     for name in ("a.bin", "b.bin"):
         with s.get(url(name), stream=True, timeout=30) as r:
             assert r.status_code == 200
-            assert raw_body(r) is not None
+            fp = raw_body(r)
+            assert fp is not None
+            assert _tls_readinto(fp) is not None  # TLS records read directly
             assert read_all(r) == corpus.read("sink-item", name)
     # archive.org and the data node: one kept-alive connection each, reused.
     assert srv.counters()["connections_opened"] == 2
@@ -92,6 +94,15 @@ def test_broken_body_raises_what_iter_content_raises(
             for chunk in iter_body(r, CHUNK):
                 got += len(chunk)
     assert got < SIZE
+
+
+def test_stalled_tls_body_times_out_as_a_connection_error(
+    standin: Callable[..., ArchiveStandin], corpus: Corpus
+) -> None:
+    srv = standin(corpus, FaultPlan(bandwidth=1024))  # a 1 KiB slice, then a second's pause
+    with session(srv).get(url("a.bin"), stream=True, timeout=(30, 0.3)) as r:
+        with pytest.raises(requests.ConnectionError):
+            read_all(r)
 
 
 def test_body_already_started_is_not_read_raw(

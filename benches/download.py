@@ -640,8 +640,8 @@ import hashlib, os, sys, threading
 from internetarchive.auth import S3Auth
 from iabulk.disk import DiskPool
 from iabulk.session import ia_session, session_factory
-from iabulk.workers.download import (
-    DownloadWorker, _Item, _finish_file, _sync_and_release, _sync_dirs)
+from iabulk.durable import sync_and_release
+from iabulk.workers.download import DownloadWorker, _Item, _finish_file, _sync_dirs
 ids = open(sys.argv[1]).read().split()
 workers = int(sys.argv[2])
 dest = sys.argv[3] if len(sys.argv) > 3 else None
@@ -683,7 +683,7 @@ def work():
                             digest.update(chunk)
                             out.write(chunk)
                         out.flush()
-                        _sync_and_release(out.fileno())
+                        sync_and_release(out.fileno())
                     assert f.md5 is None or digest.hexdigest() == f.md5
                     _finish_file(path + ".part", path, f)
             r.close()

@@ -1,8 +1,8 @@
 """What a run writes or checks does not stay in the page cache.
 
-Every downloaded file is synced and then released, and ``iabulk verify``
-releases each file it has hashed, so a bulk run does not push the rest of
-the machine's working set out of memory. Residency is read with mincore(2)
+Every downloaded or moved file is synced and then released, and ``iabulk
+verify`` releases each file it has hashed, so a bulk run does not push the
+rest of the machine's working set out of memory. Residency is read with mincore(2)
 on a mapping of each file; two control files show the check sees cached
 pages, and that this file system drops clean pages when advised to.
 """
@@ -20,6 +20,7 @@ import pytest
 
 from tests.commands import iabulk, search_download
 from tests.standin import ArchiveStandin, Corpus
+from tests.test_disk import pool_with
 
 pytestmark = pytest.mark.skipif(sys.platform != "linux", reason="mincore(2) as Linux has it")
 
@@ -91,3 +92,15 @@ def test_downloaded_and_verified_files_leave_the_page_cache(
     verified = iabulk(srv, "verify", str(log))
     assert verified.returncode == 0, verified.stderr
     assert {f: resident_pages(f) for f in files} == {f: 0 for f in files}
+
+
+def test_an_item_moved_to_another_disk_leaves_the_page_cache(dest: Path) -> None:
+    pool, (a, b) = pool_with(dest, {"a": 10, "b": 10 * (1 << 20)})
+    Path(a, "x").mkdir()
+    original = Path(a, "x", "part.bin")
+    write_synced(original, 1 << 20)
+    assert resident_pages(original) > 0
+    assert pool.reserve("x", 2 << 20, present=lambda root: 1 << 20).path == b
+    moved = Path(b, "x", "part.bin")
+    assert moved.stat().st_size == 1 << 20
+    assert resident_pages(moved) == 0

@@ -20,6 +20,8 @@ import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
+from iabulk.durable import sync_path
+
 __all__ = ["DiskPool", "Reservation", "DisksFull", "parse_size"]
 
 _UNITS = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40, "P": 1 << 50}
@@ -213,7 +215,7 @@ def _move_tree(src: str, dst: str) -> None:
             try:
                 shutil.copyfile(source, temp)
                 shutil.copystat(source, temp)
-                _fsync(temp)
+                sync_path(temp)
             except OSError:
                 with contextlib.suppress(OSError):
                     os.remove(temp)
@@ -221,18 +223,10 @@ def _move_tree(src: str, dst: str) -> None:
             os.replace(temp, target)
             moved.append(source)
     for d in dirs:
-        _fsync(d)
+        sync_path(d)
     for source in moved:
         os.remove(source)
     _remove_empty_tree(src)
-
-
-def _fsync(path: str) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def _remove_empty_tree(path: str) -> None:

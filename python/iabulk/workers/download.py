@@ -43,6 +43,7 @@ from requests.structures import CaseInsensitiveDict
 from requests.utils import requote_uri
 
 from iabulk.disk import DiskPool, DisksFull, Reservation
+from iabulk.durable import release_cache, sync_and_release, sync_path
 from iabulk.progress import TransferBoard
 from iabulk.session import cookie_state
 from iabulk.throttle import AdaptiveLimit, RateGate, TokenBucket
@@ -53,8 +54,6 @@ __all__ = ["DownloadWorker", "DownloadOptions", "unsafe_name_reason", "PART_SUFF
 
 CHUNK = 1 << 20
 PART_SUFFIX = ".iabulk-part"
-# posix_fadvise is missing on macOS and Windows, where the page cache keeps its pages.
-_fadvise: Callable[[int, int, int, int], None] | None = getattr(os, "posix_fadvise", None)
 MAX_NAME_BYTES = 255
 HELP_MIN_FILES = 8
 """Helpers join an item only while it has this many files waiting: a helper
@@ -636,7 +635,7 @@ class DownloadWorker(BaseWorker):
             _hash_file(part, digest)
         if f.size is not None and offset == f.size:
             if f.md5 is None or digest.hexdigest() == f.md5:
-                _fsync_path(part)  # whole, from an earlier run that may not have synced it
+                sync_path(part)  # whole, from an earlier run that may not have synced it
                 return 0
             _remove(part)
             offset, digest = 0, hashlib.md5()
@@ -784,7 +783,7 @@ class DownloadWorker(BaseWorker):
                 finally:
                     with item.lock:
                         item.written += received
-            _sync_and_release(out)
+            sync_and_release(out)
         finally:
             os.close(out)
         return received
@@ -794,38 +793,6 @@ def _write_all(fd: int, data: memoryview | bytes) -> None:
     view = memoryview(data)
     while view:
         view = view[os.write(fd, view) :]
-
-
-def _fsync_path(path: str) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
-    try:
-        _sync_and_release(fd)
-    finally:
-        os.close(fd)
-
-
-def _sync_and_release(fd: int) -> None:
-    """Make a written file durable, then let the kernel drop its cached pages.
-
-    A bulk run writes far more than anyone reads back soon. Left in the page
-    cache, those pages push the user's own working set out of memory, and
-    each new file lands in memory the kernel must first reclaim (or, in a VM,
-    memory the host has to back afresh: 2-4 s of system time per GB on the
-    benchmark machine, against under 1 s when the pages are reused). Once
-    synced the pages are clean, so dropping them costs no I/O, and the next
-    file reuses them.
-    """
-    os.fsync(fd)
-    _release_cache(fd)
-
-
-def _release_cache(fd: int) -> None:
-    """Advise the kernel to drop a file's clean cached pages (a hint; Linux and BSDs)."""
-    if _fadvise is not None:
-        try:
-            _fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
-        except OSError:
-            pass  # a file system that takes no advice keeps its pages
 
 
 def _finish_file(part: str, target: str, f: _File) -> None:
@@ -913,7 +880,7 @@ def _iter_file(path: str) -> Iterator[bytes]:
     with open(path, "rb") as src:
         while chunk := src.read(CHUNK):
             yield chunk
-        _release_cache(src.fileno())
+        release_cache(src.fileno())
 
 
 def _hash_file(path: str, digest: Any) -> None:

@@ -7,12 +7,14 @@ allocation, page faults and a copy per megabyte on top of the TLS decryption
 and the md5, all of it on the transfer threads that share the GIL.
 
 :func:`iter_body` reads the same body with ``readinto`` into one buffer per
-thread, kept from file to file, and yields views of it. The request itself still goes through the
-shared ``requests`` session (proxies, CA bundles, the ``ia`` configuration,
-connection pools); only the body-reading loop changes, and only for the plain
-case: an identity-encoded body with a known or close-delimited length. A
-compressed or chunked body, or a response urllib3 has already begun to read,
-goes through ``iter_content`` as before.
+thread, kept from file to file, and yields views of it; over TLS it takes
+the records straight from the TLS object (:func:`_tls_readinto`). The
+request itself still goes through the shared ``requests`` session (proxies,
+CA bundles, the ``ia`` configuration, connection pools); only the
+body-reading loop changes, and only for the plain case: an identity-encoded
+body with a known or close-delimited length. A compressed or chunked body,
+or a response urllib3 has already begun to read, goes through
+``iter_content`` as before.
 
 Read failures are raised as the ``requests`` exceptions that ``iter_content``
 would raise for them (``ChunkedEncodingError`` for a reset or a short body,

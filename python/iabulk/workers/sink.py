@@ -104,11 +104,14 @@ def _tls_readinto(fp: http.client.HTTPResponse) -> Callable[[memoryview], int] |
     buffered = fp.fp
     sock = getattr(getattr(buffered, "raw", None), "_sock", None)
     tls = getattr(sock, "_sslobj", None)
-    if not isinstance(buffered, io.BufferedReader) or not isinstance(sock, ssl.SSLSocket):
+    if (
+        not isinstance(buffered, io.BufferedReader)
+        or not isinstance(sock, ssl.SSLSocket)
+        or tls is None  # not yet or no longer TLS
+        or fp.length is None
+    ):
         return None
-    read_record = getattr(tls, "read", None)
-    if read_record is None or fp.length is None:
-        return None
+    read_record = tls.read
 
     def readinto(view: memoryview) -> int:
         length = fp.length or 0

@@ -25,11 +25,13 @@ preset once: on this kind of machine the first gigabyte written after a quiet
 spell goes about twice as fast as the next (ia seq: 2.70 s first, then 5.00 s
 and 5.30 s), and no timed run should get that seat alone. The cause is
 memory, not order: outputs are kept until the preset ends, so every later run
-fills page cache the VM has not touched yet, and that costs a 1 GB iabulk
-run 2.1-3.7 s of system time, against 0.8-0.9 s when it reuses memory freed
-just before (the output of the run before, deleted). Every timed run here
-pays the same, so the comparison stays fair; runs that reuse freed memory
-are faster for every tool.
+writes into page cache the VM has not touched yet. That costs ``ia`` 2.9-4.7 s
+of system time per GB, against 1.0-1.3 s when it reuses memory freed just
+before (the previous run's output, deleted). iabulk releases each file's
+pages once it is synced (``iabulk.durable``) and keeps reusing them, so it
+does not pay this: with every output deleted before the next run, few-large
+measured 1.21-1.24x on a quiet machine (0.98-1.12x on a busy one, before the
+TLS record reader) where this bench printed 1.8-1.9x.
 
 Every run writes to its own directory under ``bench-out/download/``; its output
 is verified (each file the metadata lists with an md5: present, size and md5

@@ -662,7 +662,10 @@ DIAGNOSTICS = {
   error reported to one barrier is not carried to items still writing; it is
   Linux-only (and reports errors only from 5.8 on); a barrier waits for every
   dirty page of the file system, other programs' too; and dirty pages are not
-  released after each file. It shows what fsync per file costs tiny items.
+  released after each file. On tiny items it was 0.3-0.9 ms/job cheaper than
+  iabulk when every run's output had just been deleted (ext4 creating files
+  right after a mass delete); with outputs kept, as here, between 0.2 dearer
+  and 0.4 cheaper per round (0.15 cheaper over a 10,000-item run).
 """
 
 

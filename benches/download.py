@@ -438,6 +438,9 @@ def _stand_in(rows: list[Row], chosen: Row, label: str, figure: str) -> Row:
     return chosen
 
 
+CAPACITY, CAPACITY_MD5 = "capacity (10 curl)", "capacity + md5"  # row names
+
+
 def capacity(
     srv: Standin, corpus: Corpus, ids: Sequence[str], logdir: Path, hashed: bool = False
 ) -> Row:
@@ -469,11 +472,11 @@ def capacity(
     script = "".join(f'{job} & p="$p $!"; ' for job in jobs)
     script += "for q in $p; do wait $q || exit 1; done"
     srv.reset()
-    name = "capacity-md5" if hashed else "capacity"
-    m = measure(["bash", "-c", script], srv.env(), logdir / f"{name}.log", tree=True)
+    log = logdir / ("capacity-md5.log" if hashed else "capacity.log")
+    m = measure(["bash", "-c", script], srv.env(), log, tree=True)
     counters = srv.counters()
     row = Row(
-        "capacity + md5" if hashed else "capacity (10 curl)",
+        CAPACITY_MD5 if hashed else CAPACITY,
         len(ids),
         connections=counters["connections_opened"],
         requests=counters["requests"],
@@ -720,22 +723,21 @@ elif variant == "grouped-sync":
                     cond.notify_all()
             if state["error"] is not None:
                 raise state["error"]
-    renames = []
-    renames_lock = threading.Lock()
-    def finish_file(part, target, f):
-        if f.mtime is not None:
-            os.utime(part, (f.mtime, f.mtime))
-        with renames_lock:
-            renames.append((part, target))
+    finish_file = download._finish_file  # mtime, rename: deferred to the item's end
+    deferred = []
+    deferred_lock = threading.Lock()
+    def defer(part, target, f):
+        with deferred_lock:
+            deferred.append((part, target, f))
     def sync_dirs(root, files):
-        with renames_lock:
-            mine = [r for r in renames if r[1].startswith(root + os.sep)]
-            renames[:] = [r for r in renames if not r[1].startswith(root + os.sep)]
+        with deferred_lock:
+            mine = [d for d in deferred if d[1].startswith(root + os.sep)]
+            deferred[:] = [d for d in deferred if not d[1].startswith(root + os.sep)]
         barrier(root)
-        for part, target in mine:
-            os.replace(part, target)
+        for part, target, f in mine:
+            finish_file(part, target, f)
         barrier(root)
-    download._finish_file = finish_file
+    download._finish_file = defer
     download._sync_dirs = sync_dirs
 from iabulk.cli import main
 sys.exit(main(sys.argv[1:]))
@@ -1223,8 +1225,8 @@ def main(argv: list[str] | None = None) -> int:
             continue
         base = next((r for r in rows if r.tool == "ia seq" and not r.failed), None)
         bulk = next((r for r in rows if r.tool.startswith("iabulk")), None)
-        cap = next((r for r in rows if r.tool == "capacity (10 curl)" and not r.failed), None)
-        hashed = next((r for r in rows if r.tool == "capacity + md5" and not r.failed), None)
+        cap = next((r for r in rows if r.tool == CAPACITY and not r.failed), None)
+        hashed = next((r for r in rows if r.tool == CAPACITY_MD5 and not r.failed), None)
         if bulk is None:
             continue
         if bulk.failed:
@@ -1239,13 +1241,13 @@ def main(argv: list[str] | None = None) -> int:
                 f"{'met' if ratio >= TARGETS[preset] else 'NOT met'})"
             )
         if preset == "few-large" and cap is not None and cap.wall:
-            share = (bulk.nbytes / bulk.wall) / (cap.nbytes / cap.wall)
+            rate = bulk.nbytes / bulk.wall
+            share = rate / (cap.nbytes / cap.wall)
             parts.append(
                 f"{share:.0%} of capacity (>= 60%: {'met' if share >= 0.6 else 'NOT met'})"
             )
             if hashed is not None and hashed.wall:
-                share = (bulk.nbytes / bulk.wall) / (hashed.nbytes / hashed.wall)
-                parts.append(f"{share:.0%} of capacity + md5")
+                parts.append(f"{rate / (hashed.nbytes / hashed.wall):.0%} of capacity + md5")
         if "overhead_ms" in bulk.extra:
             ms = bulk.extra["overhead_ms"]
             parts.append(

@@ -295,3 +295,218 @@ def test_credentials_never_reach_the_log_or_the_output(
     for text in (log.read_text(), result.stdout, result.stderr, status.stdout):
         for secret in secrets:
             assert secret not in text
+
+
+# -- refused runs leave the log as it was ---------------------------------------
+
+
+@pytest.mark.parametrize(
+    "flags, text",
+    [
+        (["-w", "0"], "--workers must be between"),
+        (["--destdir", "/no/such/dir"], "destination directory does not exist"),
+        (["--disk-margin", "5P"], "leaves no room on any destination"),
+        (["--config-file", "/no/such.ini"], "config file not found"),
+    ],
+)
+def test_a_refused_run_does_not_create_the_log(tmp_path: Path, flags: list[str], text: str) -> None:
+    log = tmp_path / "j.jsonl"
+    result = run(["download", "one", "--joblog", str(log), *flags], cwd=tmp_path)
+    assert_one_line_error(result, 2, text)
+    assert not log.exists()
+
+
+def test_a_malformed_config_file_is_one_line_and_writes_nothing(tmp_path: Path) -> None:
+    config = tmp_path / "bad.ini"
+    config.write_text("garbage with no section\n")
+    log = tmp_path / "j.jsonl"
+    log.write_text(_event({"event": "job", "seq": 1, "id": "one", "op": "download"}))
+    before = log.read_bytes()
+    for source in (["two"], ["--search", "collection:c"]):
+        result = run(
+            ["download", *source, "--joblog", str(log), "--config-file", str(config)],
+            cwd=tmp_path,
+        )
+        assert_one_line_error(result, 2, "cannot read the ia configuration")
+        assert log.read_bytes() == before
+
+
+def _event(record: dict[str, object]) -> str:
+    return json.dumps({**record, "ts": "20261128T101500Z"}) + "\n"
+
+
+def test_no_job_past_the_seq_cap(tmp_path: Path) -> None:
+    log = tmp_path / "j.jsonl"
+    log.write_text(_event({"event": "job", "seq": 100_000_000, "id": "a", "op": "download"}))
+    result = run(["download", "b", "c", "--joblog", str(log), "--destdir", str(tmp_path), "-q"])
+    assert_one_line_error(result, 2, "a job log holds at most 100,000,000 jobs")
+    seqs = [json.loads(line).get("seq") for line in log.read_text().splitlines()]
+    assert max(s for s in seqs if s is not None) == 100_000_000
+
+
+def test_an_empty_item_list_leaves_the_log_free_for_the_fixed_one(
+    srv: ArchiveStandin, tmp_path: Path
+) -> None:
+    items, log = tmp_path / "items.txt", tmp_path / "j.jsonl"
+    items.write_text("\n")
+    args = ["download", "--itemlist", str(items), "--joblog", str(log)]
+    args += ["--destdir", str(tmp_path), "--disk-margin", "0", "-q"]
+    assert_one_line_error(run(args, env=srv.client_env()), 2, "gave no identifiers")
+    items.write_text("one\n")
+    fixed = run(args, env=srv.client_env())
+    assert fixed.returncode == 0, fixed.stderr
+    assert (tmp_path / "one" / "a.bin").stat().st_size == 1000
+
+
+def test_an_empty_shard_is_nothing_to_do_every_time(tmp_path: Path) -> None:
+    from iabulk.shard import Shard
+
+    other = next(k for k in (1, 2) if not Shard(k, 2).owns("one"))
+    log = tmp_path / "j.jsonl"
+    args = ["download", "one", "--shard", f"{other}/2", "--joblog", str(log)]
+    args += ["--destdir", str(tmp_path)]
+    first, again = run(args), run(args)
+    assert (
+        first.returncode == 0 and "none of the 1 identifier(s) fall in this shard" in first.stderr
+    )
+    assert again.returncode == 0 and "nothing left to do" in again.stderr
+
+
+@pytest.mark.parametrize(
+    "source",
+    [
+        "x",
+        {"kind": "search", "query": "x", "params": [1, 2]},
+        {"kind": "ids", "ids": ["a"], "shard": 5},
+        {"kind": "ids", "ids": "a"},
+        {"kind": "weird"},
+    ],
+    ids=["string", "params-list", "shard-int", "ids-string", "unknown-kind"],
+)
+def test_a_source_record_of_the_wrong_shape(tmp_path: Path, source: object) -> None:
+    log = tmp_path / "j.jsonl"
+    log.write_text(_event({"event": "source", "op": "download", "source": source}))
+    before = log.read_bytes()
+    for command in (["download", "--joblog", str(log)], ["verify", str(log)]):
+        result = run(command, cwd=tmp_path)
+        assert_one_line_error(result, 2, "has an unreadable source record")
+        assert log.read_bytes() == before
+
+
+@pytest.mark.parametrize(
+    "options",
+    [{"timeout": "60"}, {"workers": "4"}, {"glob": "*.xml"}, {"destdir": [1]}, {"checksum": 1}],
+    ids=["timeout", "workers", "glob", "destdir", "checksum"],
+)
+def test_a_recorded_option_of_the_wrong_type(tmp_path: Path, options: dict[str, object]) -> None:
+    log = tmp_path / "j.jsonl"
+    source = {"kind": "ids", "ids": ["one"]}
+    record = {"event": "source", "op": "download", "source": source, "options": options}
+    log.write_text(_event(record))
+    result = run(["download", "--joblog", str(log)], cwd=tmp_path)
+    assert_one_line_error(result, 2, f"option {next(iter(options))} is")
+
+
+@pytest.mark.parametrize("where", ["identifier", "destdir", "search"])
+def test_arguments_that_are_not_utf8(tmp_path: Path, where: str) -> None:
+    latin = os.fsencode(tmp_path) + b"/lat\xe9"
+    os.mkdir(latin)
+    log = os.fsencode(tmp_path / "j.jsonl")
+    source = (
+        [b"--search", b"collection:\xff"]
+        if where == "search"
+        else [b"ok\xff" if where == "identifier" else b"one"]
+    )
+    dest = latin if where == "destdir" else os.fsencode(tmp_path)
+    result = subprocess.run(
+        [IABULK, b"download", *source, b"--joblog", log, b"--destdir", dest],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert_one_line_error(result, 2, "not valid UTF-8")
+    assert not os.path.exists(log)
+
+
+@pytest.mark.parametrize("stdin", [b"\xff\xfe\x00a\x00b\n", None], ids=["not-utf8", "closed"])
+def test_itemlist_from_a_bad_stdin(tmp_path: Path, stdin: bytes | None) -> None:
+    args = [IABULK, "download", "--itemlist", "-", "--joblog", str(tmp_path / "j.jsonl")]
+    args += ["--destdir", str(tmp_path), "-q"]
+    if stdin is None:  # no descriptor 0 at all, as with `<&-`
+        command = ["bash", "-c", 'exec "$@" <&-', "bash", *args]
+        result = subprocess.run(command, capture_output=True, text=True, timeout=120)
+    else:
+        result = subprocess.run(args, input=stdin, capture_output=True, timeout=120)
+        result = subprocess.CompletedProcess(
+            result.args, result.returncode, result.stdout.decode(), result.stderr.decode()
+        )
+    text = "is not UTF-8 text" if stdin else "no standard input"
+    assert_one_line_error(result, 2, text)
+
+
+def test_itemlist_that_is_a_pipe(tmp_path: Path) -> None:
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)
+    result = run(["download", "--itemlist", str(fifo), "--joblog", str(tmp_path / "j.jsonl")])
+    assert_one_line_error(result, 2, "item list is not a regular file")
+
+
+def test_the_same_identifiers_in_another_order_resume(srv: ArchiveStandin, tmp_path: Path) -> None:
+    log = tmp_path / "j.jsonl"
+    tail = ["--joblog", str(log), "--destdir", str(tmp_path), "--disk-margin", "0", "-q"]
+    first = run(["download", "one", "nope", *tail], env=srv.client_env())
+    assert first.returncode == 1, first.stderr  # `nope` does not exist
+    again = run(["download", "nope", "one", *tail], env=srv.client_env())
+    assert again.returncode == 1 and "was started for" not in again.stderr, again.stderr
+    other = run(["download", "one", "three", *tail], env=srv.client_env())
+    assert_one_line_error(other, 2, "'three' is not among them")
+
+
+def test_a_relative_destdir_is_recorded_whole(srv: ArchiveStandin, tmp_path: Path) -> None:
+    (tmp_path / "run" / "d").mkdir(parents=True)
+    (tmp_path / "elsewhere").mkdir()
+    log = tmp_path / "run" / "j.jsonl"
+    args = ["download", "one", "--joblog", str(log), "--destdir", "d", "--disk-margin", "0"]
+    done = run([*args, "-q"], env=srv.client_env(), cwd=tmp_path / "run")
+    assert done.returncode == 0, done.stderr
+    record = json.loads(log.read_text().splitlines()[0])
+    assert record["options"]["destdir"] == [str(tmp_path / "run" / "d")]
+    checked = run(["verify", str(log)], env=srv.client_env(), cwd=tmp_path / "elsewhere")
+    assert checked.returncode == 0, checked.stderr
+
+
+def test_status_refuses_what_is_not_a_log_and_counts_a_log_once(tmp_path: Path) -> None:
+    other = tmp_path / "notes.txt"
+    other.write_text("hello\n")
+    assert_one_line_error(run(["status", str(other)]), 2, "not a job log")
+    log = tmp_path / "j.jsonl"
+    log.write_text(_event({"event": "job", "seq": 1, "id": "a", "op": "download"}))
+    twice = run(["status", "--json", str(log), str(log)])
+    assert twice.returncode == 0, twice.stderr
+    assert json.loads(twice.stdout)["counts"]["total"] == 1
+
+
+@pytest.mark.parametrize("seconds", ["inf", "nan", "0", "-1"])
+def test_status_watch_needs_a_finite_interval(tmp_path: Path, seconds: str) -> None:
+    log = tmp_path / "j.jsonl"
+    log.write_text(_event({"event": "job", "seq": 1, "id": "a", "op": "download"}))
+    assert_one_line_error(run(["status", "--watch", seconds, str(log)]), 2, "--watch takes")
+
+
+@pytest.mark.parametrize(
+    "env, text",
+    [
+        ({"JOB_COMPLETION_INDEX": "1"}, "JOB_COMPLETION_INDEX gives shard 2 of 1"),
+        ({"SLURM_ARRAY_TASK_ID": "1", "SLURM_ARRAY_TASK_MIN": "x"}, "SLURM_ARRAY_TASK_MIN is not"),
+        ({"SLURM_ARRAY_TASK_ID": "1"}, "SLURM_ARRAY_TASK_COUNT is not"),
+    ],
+)
+def test_scheduler_shard_errors_name_the_variable(
+    tmp_path: Path, env: dict[str, str], text: str
+) -> None:
+    shards = ["--shards", "1"] if "JOB_COMPLETION_INDEX" in env else []
+    result = run(
+        ["download", "one", *shards, "--joblog", str(tmp_path / "j.jsonl")],
+        env={**os.environ, **env},
+    )
+    assert_one_line_error(result, 2, text)

@@ -9,8 +9,10 @@ line naming the error.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
+import shutil
 import signal
 import sys
 import time
@@ -251,6 +253,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _existing_logs(paths: Sequence[str]) -> list[JobLog]:
+    """The logs at ``paths``, each once (a shard named twice must not count twice)."""
+    logs: dict[tuple[int, int], JobLog] = {}
     for path in paths:
         if not os.path.exists(path):
             raise JobLogError(f"no such job log: {path}")
@@ -258,7 +262,11 @@ def _existing_logs(paths: Sequence[str]) -> list[JobLog]:
             raise JobLogError(f"not a job log (not a regular file): {path}")
         if not os.access(path, os.R_OK):
             raise JobLogError(f"cannot read job log {path}: permission denied")
-    return [JobLog(path) for path in paths]
+        if not _looks_like_a_log(path):
+            raise JobLogError(f"not a job log: {path}")
+        stat = os.stat(path)
+        logs.setdefault((stat.st_dev, stat.st_ino), JobLog(path))
+    return list(logs.values())
 
 
 def _analytics(logs: Sequence[JobLog]) -> list[dict[str, Any]]:
@@ -269,6 +277,8 @@ def _analytics(logs: Sequence[JobLog]) -> list[dict[str, Any]]:
 
 
 def cmd_status(args: argparse.Namespace) -> int:
+    if args.watch is not None and not 0 < args.watch <= MAX_TIMEOUT:
+        raise UsageError(f"--watch takes 0 < SECONDS <= {MAX_TIMEOUT}, not {args.watch:g}")
     logs = _existing_logs(args.joblogs)
     if args.failed:
         for report in _analytics(logs):
@@ -279,7 +289,7 @@ def cmd_status(args: argparse.Namespace) -> int:
         reports = _analytics(logs)
         for report in reports:
             del report["failed_jobs"], report["completed_jobs"]
-        merged = merge_analytics(reports, args.joblogs)
+        merged = merge_analytics(reports, [log.path for log in logs])
         text = json.dumps(merged, indent=2) if args.json else render_status(merged)
         if args.watch is None:
             print(text)
@@ -320,7 +330,13 @@ def _source_from_args(args: argparse.Namespace) -> Source | None:
     if args.itemlist:
         path = itemlist_path(args.itemlist)
         if path != "-" and not os.path.isfile(path):
-            raise UsageError(f"item list not found: {args.itemlist}")
+            if not os.path.exists(path):
+                raise UsageError(f"item list not found: {args.itemlist}")
+            # A resume may have to read it again: a pipe cannot be read twice.
+            raise UsageError(
+                f"item list is not a regular file: {args.itemlist} "
+                "(pipe it in with --itemlist - instead)"
+            )
         return Source("itemlist", path=path, shard=shard)
     return Source("ids", ids=tuple(args.identifiers), shard=shard)
 
@@ -330,6 +346,31 @@ def _options(args: argparse.Namespace, recorded: dict[str, Any]) -> dict[str, An
     options = dict(_DEFAULTS)
     options.update({k: v for k, v in recorded.items() if k in _DEFAULTS})
     options.update({k: getattr(args, k) for k in _DEFAULTS if getattr(args, k) is not None})
+    if args.destdir is not None:  # recorded for a resume, which may start elsewhere
+        options["destdir"] = [os.path.abspath(d) for d in args.destdir]
+    return options
+
+
+def _recorded_options(record: Any) -> dict[str, Any]:
+    """The options a ``source`` record holds, each of the type its default has."""
+    if record is None:
+        return {}
+    if not isinstance(record, dict):
+        raise ValueError("the options are not an object")
+    options = {k: v for k, v in record.items() if k in _DEFAULTS}
+    for key, value in options.items():
+        default = _DEFAULTS[key]
+        if isinstance(default, bool):
+            fits = isinstance(value, bool)
+        elif isinstance(default, (int, float)):
+            kinds = (int, float) if isinstance(default, float) else int
+            fits = isinstance(value, kinds) and not isinstance(value, bool)
+        elif isinstance(default, list):
+            fits = isinstance(value, list) and all(isinstance(v, str) for v in value)
+        else:
+            fits = isinstance(value, str) or (value is None and default is None)
+        if not fits:
+            raise ValueError(f"option {key} is {value!r}")
     return options
 
 
@@ -364,15 +405,19 @@ def _check_options(options: dict[str, Any]) -> tuple[int, DiskPool]:
         if not os.access(dest, os.W_OK | os.X_OK):
             raise UsageError(f"destination directory is not writable: {dest}")
     pool = DiskPool(options["destdir"], margin=margin, check=not options["no_disk_check"])
+    largest = max(shutil.disk_usage(dest).total for dest in options["destdir"])
+    if pool.check and margin >= largest:
+        raise UsageError(
+            f"--disk-margin {options['disk_margin']} leaves no room on any destination "
+            f"(the largest holds {largest:,} bytes); lower it or give --no-disk-check"
+        )
     _bucket(options)
     return workers, pool
 
 
 def _search_fn(config_file: str | None) -> Any:
     def search(query: str, params: dict[str, str]) -> Iterable[str]:
-        from internetarchive import get_session
-
-        session = get_session(config_file=config_file)
+        session = ia_session(config_file, library_retries=True)
         try:
             for result in session.search_items(query, fields=["identifier"], params=params):
                 if "error" in result:
@@ -412,15 +457,23 @@ def _recorded_run(snapshot: Snapshot, path: str) -> tuple[Source | None, dict[st
         return None, {}, OP
     try:
         record = json.loads(snapshot.source)
-        source = Source.from_record(record["source"])
-        return source, dict(record.get("options") or {}), str(record.get("op", OP))
-    except (ValueError, KeyError, TypeError):
-        raise JobLogError(f"job log {path} has an unreadable source record") from None
+        if not isinstance(record, dict):
+            raise ValueError("not an object")
+        source = Source.from_record(record.get("source"))
+        return source, _recorded_options(record.get("options")), str(record.get("op", OP))
+    except ValueError as exc:
+        raise JobLogError(f"job log {path} has an unreadable source record: {exc}") from None
 
 
 def cmd_download(args: argparse.Namespace) -> int:
     cli_source = _source_from_args(args)
-    _check_log_path(args.joblog)
+    if not _check_log_path(args.joblog):
+        # A new log: every option comes from this command line, so a bad one
+        # is refused before the log is created.
+        if cli_source is None:
+            raise UsageError("nothing to download: give --search, --itemlist or identifiers")
+        _check_options(_options(args, {}))
+        ia_session(args.config_file)
     joblog = JobLog(args.joblog)
     try:
         joblog.open_for_append()
@@ -429,17 +482,34 @@ def cmd_download(args: argparse.Namespace) -> int:
     interrupts = _Interrupts()
     interrupts.install()
     try:
-        return _download(args, joblog, cli_source, interrupts)
+        code = _download(args, joblog, cli_source, interrupts)
     except KeyboardInterrupt:
-        joblog.sync()
+        code = 130
         print("iabulk: interrupted; run the same command again to resume", file=sys.stderr)
-        return 130
-    finally:
+    except BaseException:
+        with contextlib.suppress(OSError):  # the error under way is the one to report
+            joblog.close()
+        raise
+    try:
         joblog.close()
+    except OSError as exc:
+        raise JobLogError(f"cannot write the job log: {exc.strerror or exc}") from None
+    return code
 
 
-def _check_log_path(path: str) -> None:
-    """Refuse what is not (or cannot become) a job log, before the first write touches it."""
+def _difference(given: Source, recorded: Source) -> str:
+    """How the source given now differs from the one a log was started for."""
+    if given.kind == recorded.kind == "ids" and given.shard == recorded.shard:
+        new = sorted(set(given.ids) - set(recorded.ids))
+        if new:
+            return f"these {len(given.ids)}: {new[0]!r} is not among them"
+        return f"these {len(given.ids)}, which leave out {len(set(recorded.ids) - set(given.ids))}"
+    return given.describe()
+
+
+def _check_log_path(path: str) -> bool:
+    """Refuse what is not (or cannot become) a job log, before the first write
+    touches it; whether it holds anything yet."""
     if os.path.isdir(path):
         raise JobLogError(f"job log is a directory: {path}")
     parent = os.path.dirname(os.path.abspath(path))
@@ -448,17 +518,26 @@ def _check_log_path(path: str) -> None:
     if not os.path.exists(path):
         if not os.access(parent, os.W_OK | os.X_OK):
             raise JobLogError(f"cannot create job log in {parent}: permission denied")
-        return
+        return False
     if not os.path.isfile(path):  # a FIFO would block the read below; a device is no log
         raise JobLogError(f"job log is not a regular file: {path}")
+    if not _looks_like_a_log(path):
+        raise JobLogError(f"{path} is not a job log; refusing to append to it")
+    return os.path.getsize(path) > 0
+
+
+def _looks_like_a_log(path: str) -> bool:
+    """Whether the file is empty or starts with an event line."""
     try:
         with open(path, "rb") as log:
             head = log.read(1 << 16)
     except OSError as exc:
         raise JobLogError(f"cannot read job log {path}: {exc.strerror or exc}") from None
+    # A log created just before a power cut may start with zeros where its
+    # first line never reached the disk.
+    head = head.lstrip(b"\0")
     first = head.split(b"\n", 1)[0]
-    if head and not (first.lstrip().startswith(b'{"event"') or _is_event_line(first)):
-        raise JobLogError(f"{path} is not a job log; refusing to append to it")
+    return not head or first.lstrip().startswith(b'{"event"') or _is_event_line(first)
 
 
 def _is_event_line(line: bytes) -> bool:
@@ -476,16 +555,17 @@ def _download(
     recorded_source, recorded_options, recorded_op = _recorded_run(snapshot, args.joblog)
     if recorded_op != OP:
         raise JobLogError(f"{args.joblog} is a job log for '{recorded_op}', not {OP}")
-    if cli_source and recorded_source and cli_source != recorded_source:
+    if cli_source and recorded_source and not cli_source.same_as(recorded_source):
         raise JobLogError(
             f"{args.joblog} was started for {recorded_source.describe()}, "
-            f"not {cli_source.describe()}; use another --joblog"
+            f"not {_difference(cli_source, recorded_source)}; use another --joblog"
         )
     source = cli_source or recorded_source
     if source is None and snapshot.total == 0:
         raise UsageError("nothing to download: give --search, --itemlist or identifiers")
     options = _options(args, recorded_options)
     workers, disks = _check_options(options)
+    ia_session(args.config_file)  # a bad config file is refused before resolve writes a line
     quiet = bool(args.quiet)
 
     def say(text: str) -> None:
@@ -503,25 +583,27 @@ def _download(
                 "resolve was interrupted and the item list came from stdin: "
                 "pass it again with --itemlist -"
             )
-        joblog.write_record(
-            {
-                "event": "source",
-                "op": OP,
-                "source": source.to_record(),
-                "options": {k: options[k] for k in _DEFAULTS},
-            }
-        )
+        header = {
+            "event": "source",
+            "op": OP,
+            "source": source.to_record(),
+            "options": {k: options[k] for k in _DEFAULTS},
+        }
         say(f"resolving {source.describe()} …")
         # Only a resolve needs every identifier at hand (16+ bytes a job).
         known = (joblog.snapshot(collect_ids=True).ids if snapshot.total else None) or IdSet()
-        stats = resolve(joblog, source, OP, known, snapshot.max_seq, _search_fn(args.config_file))
+        search = _search_fn(args.config_file)
+        stats = resolve(joblog, source, OP, known, snapshot.max_seq, search, header=header)
         say(
             f"resolved: {stats.added} new job(s), {stats.duplicates} duplicate(s) "
             f"and {stats.empty} empty line(s) skipped"
         )
         snapshot = joblog.snapshot()
-        if snapshot.total == 0:
+        if snapshot.total == 0 and not stats.other_shards:
             raise UsageError(f"{source.describe()} gave no identifiers; nothing to do")
+        if snapshot.total == 0:
+            say(f"none of the {stats.other_shards} identifier(s) fall in this shard; nothing to do")
+            return 0
     if args.retry_failed and snapshot.failed:
         failed = joblog.analytics()["failed_jobs"]
         count = joblog.requeue(failed.seqs(), reason="retry-failed")
@@ -663,10 +745,24 @@ def cmd_verify(args: argparse.Namespace) -> int:
     return 0 if report.ok else 1
 
 
+def _refuse_undecodable(values: Iterable[Any]) -> None:
+    """Arguments end up in the job log, which is UTF-8: bytes that are not
+    (a Latin-1 file name, say) are refused here rather than half-way in."""
+    for value in values:
+        for text in value if isinstance(value, list) else [value]:
+            if isinstance(text, str):
+                try:
+                    text.encode("utf-8")
+                except UnicodeEncodeError:
+                    shown = text.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
+                    raise UsageError(f"not valid UTF-8: {shown!r}") from None
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     try:
         args = parser.parse_args(argv)
+        _refuse_undecodable(vars(args).values())
         if args.command == "download":
             return cmd_download(args)
         if args.command == "status":

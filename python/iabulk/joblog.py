@@ -87,7 +87,10 @@ class JobLog:
         self._writer()
 
     def write_job(self, seq: int, identifier: str, op: str, **extra: Any) -> None:
-        """Queue a job line; durable at the next sync."""
+        """Queue a job line; durable at the next sync. ``seq`` must be in ``1..=MAX_SEQ``:
+        every reader skips any other seq as malformed."""
+        if not 1 <= seq <= MAX_SEQ:
+            raise ValueError(f"seq {seq} is outside 1..{MAX_SEQ}")
         record = {"event": "job", "seq": seq, "id": identifier, "op": op, "ts": utc_ts()}
         record.update(extra)
         self._writer().append(encode_line(record))

@@ -43,16 +43,22 @@ _CACHE_LIMIT = 4096
 """Hosts remembered per cache; a run that meets more starts the cache afresh."""
 
 
-def ia_session(config_file: str | None) -> Any:
-    """The ``internetarchive`` session for a config file (or the default search path)."""
+def ia_session(config_file: str | None, *, library_retries: bool = False) -> Any:
+    """The ``internetarchive`` session for a config file (or the default search path).
+
+    Transfers retry by themselves, so the library's own HTTP retries are off
+    unless ``library_retries`` (the search pages rely on them).
+    """
     from internetarchive import get_session
 
     if config_file and not os.path.isfile(config_file):
         raise UsageError(f"config file not found: {config_file}")
+    adapter = None if library_retries else {"max_retries": 0}
     try:
-        return get_session(config_file=config_file, http_adapter_kwargs={"max_retries": 0})
+        return get_session(config_file=config_file, http_adapter_kwargs=adapter)
     except Exception as exc:
-        raise UsageError(f"cannot read the ia configuration: {type(exc).__name__}: {exc}") from None
+        why = " ".join(str(exc).split())  # configparser's messages run over several lines
+        raise UsageError(f"cannot read the ia configuration: {type(exc).__name__}: {why}") from None
 
 
 def session_factory(ia: Any, workers: int = 4) -> Any:

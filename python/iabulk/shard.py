@@ -51,28 +51,41 @@ def parse_shard(text: str) -> Shard:
 def shard_from_env(env: Mapping[str, str], shards: int | None) -> Shard | None:
     """The shard a scheduler started us as, or None outside an array job."""
     if "SLURM_ARRAY_TASK_ID" in env:
-        try:
-            task = int(env["SLURM_ARRAY_TASK_ID"])
-            first = int(env.get("SLURM_ARRAY_TASK_MIN", "0"))
-            count = int(env["SLURM_ARRAY_TASK_COUNT"]) if shards is None else shards
-        except (KeyError, ValueError):
-            raise ShardError(
-                "SLURM_ARRAY_TASK_ID is set but SLURM_ARRAY_TASK_COUNT (or --shards) is not "
-                "a number"
-            ) from None
-        return Shard(task - first + 1, count)
+        task = _whole_number(env, "SLURM_ARRAY_TASK_ID")
+        first = _whole_number(env, "SLURM_ARRAY_TASK_MIN") if "SLURM_ARRAY_TASK_MIN" in env else 0
+        if shards is None:
+            if "SLURM_ARRAY_TASK_COUNT" not in env:
+                raise ShardError(
+                    "SLURM_ARRAY_TASK_ID is set but SLURM_ARRAY_TASK_COUNT is not: "
+                    "give the number of shards with --shards N"
+                )
+            shards = _whole_number(env, "SLURM_ARRAY_TASK_COUNT")
+        return _scheduled(task - first + 1, shards, "SLURM_ARRAY_TASK_ID")
     if "JOB_COMPLETION_INDEX" in env:
         if shards is None:
             raise ShardError(
                 "JOB_COMPLETION_INDEX is set: give the number of shards with --shards N"
             )
-        try:
-            return Shard(int(env["JOB_COMPLETION_INDEX"]) + 1, shards)
-        except ValueError:
-            raise ShardError("JOB_COMPLETION_INDEX is not a number") from None
+        return _scheduled(
+            _whole_number(env, "JOB_COMPLETION_INDEX") + 1, shards, "JOB_COMPLETION_INDEX"
+        )
     if shards is not None:
         raise ShardError(
             "--shards needs a scheduler index (Slurm array or Kubernetes Indexed Job) "
             "or use --shard K/N"
         )
     return None
+
+
+def _whole_number(env: Mapping[str, str], name: str) -> int:
+    text = env[name].strip()
+    if not text.isascii() or not text.isdigit():
+        raise ShardError(f"{name} is not a whole number: {env[name]!r}")
+    return int(text)
+
+
+def _scheduled(index: int, count: int, name: str) -> Shard:
+    """The shard a scheduler's index names, or an error that names the variable."""
+    if count < 1 or not 1 <= index <= count:
+        raise ShardError(f"{name} gives shard {index} of {count}: need 1 <= K <= N")
+    return Shard(index, count)

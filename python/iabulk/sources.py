@@ -18,8 +18,8 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
-from iabulk._native import IdSet
-from iabulk.errors import SourceError, TransientSourceError
+from iabulk._native import MAX_SEQ, IdSet
+from iabulk.errors import JobLogError, TransientSourceError, UsageError
 from iabulk.joblog import JobLog
 from iabulk.shard import Shard, parse_shard
 
@@ -51,17 +51,38 @@ class Source:
         return record
 
     @classmethod
-    def from_record(cls, record: dict[str, Any]) -> Source:
+    def from_record(cls, record: Any) -> Source:
+        """The source a log's ``source`` record names; ValueError if it names none."""
+        if not isinstance(record, dict):
+            raise ValueError("the source is not an object")
         kind = record.get("kind")
-        shard = parse_shard(record["shard"]) if record.get("shard") else None
+        shard_text = record.get("shard")
+        if shard_text is not None and not isinstance(shard_text, str):
+            raise ValueError(f"shard {shard_text!r}")
+        shard = parse_shard(shard_text) if shard_text else None
         if kind == "search":
-            params = tuple(sorted((str(k), str(v)) for k, v in record.get("params", {}).items()))
-            return cls("search", query=str(record.get("query", "")), params=params, shard=shard)
+            query, params = record.get("query", ""), record.get("params", {})
+            if not isinstance(query, str) or not isinstance(params, dict):
+                raise ValueError("a search needs a query text and params as an object")
+            pairs = tuple(sorted((str(k), str(v)) for k, v in params.items()))
+            return cls("search", query=query, params=pairs, shard=shard)
         if kind == "itemlist":
-            return cls("itemlist", path=str(record.get("path", "")), shard=shard)
+            path = record.get("path")
+            if not isinstance(path, str) or not path:
+                raise ValueError("an item list needs a path")
+            return cls("itemlist", path=path, shard=shard)
         if kind == "ids":
-            return cls("ids", ids=tuple(str(i) for i in record.get("ids", [])), shard=shard)
-        raise SourceError(f"the job log records a source this version cannot read: {kind!r}")
+            ids = record.get("ids")
+            if not isinstance(ids, list) or not all(isinstance(i, str) for i in ids):
+                raise ValueError("identifiers must be a list of strings")
+            return cls("ids", ids=tuple(ids), shard=shard)
+        raise ValueError(f"a source kind this version cannot read: {kind!r}")
+
+    def same_as(self, other: Source) -> bool:
+        """Whether ``other`` names the same items: identifiers in any order, each once."""
+        if self.kind == other.kind == "ids":
+            return self.shard == other.shard and set(self.ids) == set(other.ids)
+        return self == other
 
     def describe(self) -> str:
         if self.kind == "search":
@@ -88,26 +109,37 @@ SearchFn = Callable[[str, dict[str, str]], Iterable[str]]
 
 
 def iter_identifiers(source: Source, search: SearchFn) -> Iterator[str]:
-    """Raw identifiers from a source, in order (not yet cleaned or deduplicated).
-
-    An item list may start with a UTF-8 byte order mark (as Windows editors
-    save text); it is not part of the first identifier.
-    """
+    """Raw identifiers from a source, in order (not yet cleaned or deduplicated)."""
     if source.kind == "search":
         yield from search(source.query, dict(source.params))
     elif source.kind == "itemlist":
         if source.path == "-":
-            for n, line in enumerate(sys.stdin):
-                yield line.removeprefix("\ufeff") if n == 0 else line
+            if sys.stdin is None:
+                raise UsageError("--itemlist -: there is no standard input to read")
+            yield from _text_lines(sys.stdin.buffer, "<stdin>")
             return
         try:
-            with open(source.path, encoding="utf-8-sig") as lines:
-                yield from lines
-        except (OSError, UnicodeDecodeError) as exc:
-            reason = exc.strerror if isinstance(exc, OSError) else "not UTF-8 text"
-            raise SourceError(f"cannot read item list {source.path}: {reason}") from None
+            with open(source.path, "rb") as lines:
+                yield from _text_lines(lines, source.path)
+        except OSError as exc:
+            raise UsageError(
+                f"cannot read item list {source.path}: {exc.strerror or exc}"
+            ) from None
     else:
         yield from source.ids
+
+
+def _text_lines(lines: Iterable[bytes], name: str) -> Iterator[str]:
+    """Lines of UTF-8 text; a byte order mark (as Windows editors save text) is
+    not part of the first identifier."""
+    for n, line in enumerate(lines):
+        try:
+            text = line.decode("utf-8")
+        except UnicodeDecodeError:
+            raise UsageError(
+                f"cannot read item list {name}: line {n + 1} is not UTF-8 text"
+            ) from None
+        yield text.removeprefix("\ufeff") if n == 0 else text
 
 
 SEARCH_RETRIES = 5
@@ -121,6 +153,7 @@ def resolve(
     known: IdSet,
     first_seq: int,
     search: SearchFn,
+    header: dict[str, Any] | None = None,
     progress: Callable[[int], None] | None = None,
     retries: int = SEARCH_RETRIES,
     sleep: Callable[[float], None] = time.sleep,
@@ -132,6 +165,10 @@ def resolve(
     batched; the closing ``resolved`` record is durable, and only its
     presence tells a later run that resolve finished.
 
+    ``header`` (the ``source`` record) is written before the first
+    identifier. A source that gives none writes nothing at all, not even
+    ``resolved``: the log stays as it was, free for the source once fixed.
+
     A search that fails part-way with a :class:`TransientSourceError` is
     started again from its first page (a scrape cursor does not survive the
     failure) after a growing pause, up to ``retries`` times; identifiers
@@ -141,6 +178,7 @@ def resolve(
     """
     stats = ResolveStats()
     seq = first_seq
+    unwritten = header
     while True:
         try:
             for raw in iter_identifiers(source, search):
@@ -148,12 +186,20 @@ def resolve(
                 if not identifier:
                     stats.empty += not stats.restarts
                     continue
+                if unwritten is not None:
+                    joblog.write_record(unwritten)
+                    unwritten = None
                 if source.shard is not None and not source.shard.owns(identifier):
                     stats.other_shards += not stats.restarts
                     continue
                 if not known.add(identifier):
                     stats.duplicates += not stats.restarts
                     continue
+                if seq >= MAX_SEQ:
+                    raise JobLogError(
+                        f"a job log holds at most {MAX_SEQ:,} jobs; "
+                        "split the source over several logs with --shard K/N"
+                    )
                 seq += 1
                 joblog.write_job(seq, identifier, op)
                 stats.added += 1
@@ -165,6 +211,8 @@ def resolve(
                 raise
             stats.restarts += 1
             sleep(min(60.0, 2.0**stats.restarts))
+    if unwritten is not None:
+        return stats
     joblog.write_record(
         {
             "event": "resolved",

@@ -461,3 +461,31 @@ def test_the_data_node_directory_is_read_off_a_redirect(
     from iabulk.workers.download import _directory_of
 
     assert _directory_of(url, name) == expected
+
+
+class _OddMtimes(Corpus):
+    """Lists a nonsense mtime for every file named ``odd-*``."""
+
+    def file_entries(self, item: Any) -> list[dict[str, str]]:
+        entries = super().file_entries(item)
+        for entry in entries:
+            if entry["name"].startswith("odd-"):
+                entry["mtime"] = entry["name"].removeprefix("odd-").removesuffix(".bin")
+        return entries
+
+
+def test_empty_files_and_nonsense_mtimes_still_complete(
+    standin: Callable[..., ArchiveStandin], tmp_path: Path, dest: Path
+) -> None:
+    corpus = _OddMtimes()
+    corpus.add_item("empty", [("empty.txt", 0), ("sub/also-empty", 0), ("a.bin", 100)])
+    corpus.add_item("mtimes", [("odd-1e20.bin", 100), ("odd-nan.bin", 10), ("odd-inf.bin", 20)])
+    srv = standin(corpus)
+    log = tmp_path / "run.jsonl"
+    args = ["download", "empty", "mtimes", "--joblog", str(log), "--destdir", str(dest)]
+    result = iabulk(srv, *args, "--disk-margin", "0", "-q")
+    assert result.returncode == 0, result.stderr
+    assert_verified(corpus, dest, ["empty", "mtimes"])
+    assert JobLog(log).status()["completed"] == 2
+    again = iabulk(srv, "download", "--joblog", str(log), "--retry-failed", "-q")
+    assert again.returncode == 0, again.stderr

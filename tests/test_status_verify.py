@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import json
+import signal
+import subprocess
+import time
 from collections.abc import Callable
 from pathlib import Path
 
 from iabulk import JobLog
 
-from tests.commands import iabulk, search_download
-from tests.standin import ArchiveStandin, Corpus
+from tests.commands import IABULK, iabulk, search_download
+from tests.standin import ArchiveStandin, Corpus, FaultPlan
 
 
 def corpus_with_dark() -> Corpus:
@@ -92,3 +95,79 @@ def test_verify_finds_damage_and_requeue_plus_resume_repairs_it(
     again = iabulk(srv, "verify", str(log))
     assert again.returncode == 0, again.stderr
     assert JobLog(log).status() == {"total": 7, "completed": 6, "failed": 1, "pending": 0}
+
+
+def test_verify_of_an_item_with_no_selected_files_is_intact(
+    standin: Callable[..., ArchiveStandin], tmp_path: Path
+) -> None:
+    srv = standin(corpus_with_dark())
+    log, dest = tmp_path / "run.jsonl", tmp_path / "files"
+    dest.mkdir()
+    done = search_download(srv, log, dest, "--glob", "*.pdf", "-q")
+    assert done.returncode == 1, done.stderr  # the dark item
+    checked = iabulk(srv, "verify", str(log))
+    assert checked.returncode == 0, checked.stderr
+    assert "6 intact, 0 damaged" in checked.stderr
+
+
+def test_verify_requeue_never_leaves_a_completed_item_without_its_files(
+    standin: Callable[..., ArchiveStandin], tmp_path: Path
+) -> None:
+    """Damaged files go only once their item is pending again: an interrupted
+    verify leaves each item completed and whole (if damaged) or pending."""
+    srv = standin(corpus_with_dark())
+    log, dest = first_run(srv, tmp_path)
+    for i in range(6):
+        path = dest / f"item-{i}" / "a.bin"
+        data = bytearray(path.read_bytes())
+        data[7] ^= 0xFF
+        path.write_bytes(bytes(data))
+    srv.faults = FaultPlan(metadata_delay=0.5)  # slow enough to interrupt half-way
+    checking = subprocess.Popen(
+        [IABULK, "verify", "--requeue", "-w", "1", str(log)],
+        env=srv.client_env(),
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    deadline = time.monotonic() + 60
+    while '"requeued"' not in log.read_text():
+        assert checking.poll() is None and time.monotonic() < deadline
+        time.sleep(0.05)
+    checking.send_signal(signal.SIGINT)
+    _, stderr = checking.communicate(timeout=60)
+    assert checking.returncode == 130, stderr
+    completed = {job["id"] for job in JobLog(log).analytics()["completed_jobs"]}
+    pending = JobLog(log).status()["pending"]
+    assert 1 <= pending < 6 and len(completed) == 6 - pending
+    assert f"{pending} item(s) put back to pending" in stderr
+    for i in range(6):
+        assert (dest / f"item-{i}" / "a.bin").exists() == (f"item-{i}" in completed)
+
+    srv.faults = FaultPlan()
+    resumed = iabulk(srv, "download", "--joblog", str(log), "-q")
+    assert resumed.returncode == 1, resumed.stderr  # the dark item
+    rest = iabulk(srv, "verify", "--requeue", str(log))
+    assert f"{6 - pending} item(s) put back to pending" in rest.stderr
+    iabulk(srv, "download", "--joblog", str(log), "-q")
+    assert iabulk(srv, "verify", str(log)).returncode == 0
+
+
+def test_verify_requeue_with_a_directory_where_a_file_belongs(
+    standin: Callable[..., ArchiveStandin], tmp_path: Path
+) -> None:
+    srv = standin(corpus_with_dark())
+    log, dest = first_run(srv, tmp_path)
+    item = dest / "item-2"
+    data = bytearray((item / "a.bin").read_bytes())
+    data[0] ^= 0xFF
+    (item / "a.bin").write_bytes(bytes(data))
+    (item / "sub" / "b.txt").unlink()
+    (item / "sub" / "b.txt").mkdir()
+    found = iabulk(srv, "verify", "--requeue", str(log))
+    assert found.returncode == 1
+    assert "damaged item-2: md5 mismatch a.bin; not a file: sub/b.txt" in found.stderr
+    assert "1 item(s) put back to pending" in found.stderr
+    assert not (item / "a.bin").exists() and (item / "sub" / "b.txt").is_dir()
+    resumed = iabulk(srv, "download", "--joblog", str(log), "-q")
+    assert resumed.returncode == 1
+    assert "item-2" in iabulk(srv, "status", "--failed", str(log)).stdout

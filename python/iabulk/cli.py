@@ -705,7 +705,7 @@ def _run(
 
 
 def cmd_verify(args: argparse.Namespace) -> int:
-    from iabulk.verify import verify
+    from iabulk.verify import VerifyReport, verify
 
     [joblog] = _existing_logs([args.joblog])
     snapshot = joblog.snapshot()
@@ -725,23 +725,20 @@ def cmd_verify(args: argparse.Namespace) -> int:
         except OSError as exc:
             raise JobLogError(f"cannot open job log {args.joblog}: {exc.strerror or exc}") from None
     worker = _download_worker(args.config_file, options, DiskPool(destdirs, check=False), 1)
+    report = VerifyReport()
     try:
-        report = verify(joblog, worker, args.workers, quiet=args.quiet, repair=args.requeue)
-        if args.requeue and report.damaged:
-            try:
-                count = joblog.requeue(report.damaged, reason="verify")
-            except OSError as exc:
-                raise JobLogError(
-                    f"cannot requeue in {args.joblog}: {exc.strerror or exc}"
-                ) from None
-            print(
-                f"iabulk: {count} item(s) put back to pending; fetch them again with: "
-                f"iabulk download --joblog {args.joblog}",
-                file=sys.stderr,
-            )
+        verify(joblog, worker, args.workers, args.quiet, args.requeue, report)
+    except OSError as exc:
+        raise JobLogError(f"cannot requeue in {args.joblog}: {exc.strerror or exc}") from None
     finally:
         worker.close()
         joblog.close()
+        if report.requeued:  # interrupted or not: these are pending now
+            print(
+                f"iabulk: {len(report.requeued)} item(s) put back to pending; fetch them again "
+                f"with: iabulk download --joblog {args.joblog}",
+                file=sys.stderr,
+            )
     return 0 if report.ok else 1
 
 

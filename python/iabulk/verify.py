@@ -13,7 +13,7 @@ import sys
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, Callable, Protocol
 
 from iabulk.joblog import JobLog
 
@@ -22,16 +22,21 @@ __all__ = ["verify", "VerifyReport", "Checker"]
 
 class Checker(Protocol):
     def check(
-        self, identifier: str, cancel: threading.Event, remove_damaged: bool = False
+        self,
+        identifier: str,
+        cancel: threading.Event,
+        requeue: Callable[[], None] | None = None,
     ) -> list[str]: ...
 
 
 @dataclass
 class VerifyReport:
-    """Seqs of the damaged items and of those that could not be checked."""
+    """Seqs of the damaged items, of those put back to pending, and of those
+    that could not be checked."""
 
     checked: int = 0
     damaged: list[int] = field(default_factory=list)
+    requeued: list[int] = field(default_factory=list)
     unchecked: list[int] = field(default_factory=list)
 
     @property
@@ -40,14 +45,23 @@ class VerifyReport:
 
 
 def verify(
-    log: JobLog, checker: Checker, workers: int, quiet: bool = False, repair: bool = False
+    log: JobLog,
+    checker: Checker,
+    workers: int,
+    quiet: bool = False,
+    repair: bool = False,
+    report: VerifyReport | None = None,
 ) -> VerifyReport:
     """Check every completed job of ``log``; print one line per problem item.
 
-    ``repair`` removes the damaged files (the caller then requeues their items).
+    ``repair`` puts each damaged item back to pending (a durable ``requeued``
+    line) as soon as it is found, then removes its damaged files: an
+    interrupted verify leaves every item either completed and untouched or
+    pending; ``report``, if given, is filled in as items are checked (the
+    caller still has it when an interrupt ends the check).
     """
     completed = log.analytics()["completed_jobs"]
-    report = VerifyReport()
+    report = report if report is not None else VerifyReport()
     cancel = threading.Event()
     bar: Any = None
     if not quiet and sys.stderr.isatty():
@@ -55,9 +69,20 @@ def verify(
 
         bar = tqdm(total=len(completed), unit="item", desc="verifying", file=sys.stderr)
 
+    lock = threading.Lock()
+
+    def requeue_of(seq: int) -> Callable[[], None]:
+        def requeue() -> None:
+            log.requeue([seq], reason="verify")
+            with lock:
+                report.requeued.append(seq)
+
+        return requeue
+
     def check(job: dict[str, Any]) -> tuple[dict[str, Any], list[str] | str]:
+        requeue = requeue_of(job["seq"]) if repair else None
         try:
-            return job, checker.check(job["id"], cancel, remove_damaged=repair)
+            return job, checker.check(job["id"], cancel, requeue)
         except Exception as exc:  # one unreadable item must not stop the others
             return job, f"{type(exc).__name__}: {exc}"
 

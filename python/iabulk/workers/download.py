@@ -28,6 +28,7 @@ import errno
 import fnmatch
 import hashlib
 import os
+import stat
 import threading
 import time
 from collections import deque
@@ -337,40 +338,59 @@ class DownloadWorker(BaseWorker):
         raise _RateLimited(f"HTTP {response.status_code} (rate limited) from {_host(url)}")
 
     def check(
-        self, identifier: str, cancel: threading.Event, remove_damaged: bool = False
+        self,
+        identifier: str,
+        cancel: threading.Event,
+        requeue: Callable[[], None] | None = None,
     ) -> list[str]:
         """What is wrong with a downloaded item on disk, by its current metadata.
 
         Empty when every selected file is present with the listed size and
         md5. Raises if the metadata cannot be had (the item cannot be judged).
-        ``remove_damaged`` deletes files of the wrong size or md5, so that a
-        resume fetches them again instead of trusting their size and mtime.
+
+        ``requeue`` (put the item back to pending, durably) is called for a
+        damaged item, and then its damaged files are removed, so that a resume
+        fetches them again instead of trusting their size and mtime. A file
+        of the right size is first stamped as unverified, so that a crash
+        between the requeue and the removal cannot leave it trusted; nothing
+        is removed before the item is pending, so no item stays ``completed``
+        without its files.
         """
         try:
             metadata = self._metadata(identifier, cancel)
         except (_Permanent, _Transient, _RateLimited) as exc:
             raise RuntimeError(str(exc)) from None
         files, _ = self._select(identifier, metadata)
+        if not files:
+            return []
         subdir = "" if self.options.no_directories else identifier
         home = self.disks.holding(subdir)
         if home is None:
+            if requeue is not None:
+                requeue()
             return ["item directory missing"]
-        problems = []
+        problems: list[str] = []
+        damaged: list[str] = []
         for f in files:
             path = os.path.join(home, subdir, f.name)
             try:
-                size = os.stat(path).st_size
+                st = os.stat(path)
             except OSError:
                 if not f.optional:
                     problems.append(f"missing {f.name}")
                 continue
-            if f.size is not None and size != f.size:
-                problems.append(f"wrong size {f.name} ({size} of {f.size} bytes)")
+            if not stat.S_ISREG(st.st_mode):
+                problems.append(f"not a file: {f.name}")
+            elif f.size is not None and st.st_size != f.size:
+                problems.append(f"wrong size {f.name} ({st.st_size} of {f.size} bytes)")
+                damaged.append(path)
             elif f.md5 is not None and _file_md5(path) != f.md5:
                 problems.append(f"md5 mismatch {f.name}")
-            else:
-                continue
-            if remove_damaged:
+                _stamp_unverified(path)
+                damaged.append(path)
+        if problems and requeue is not None:
+            requeue()
+            for path in damaged:
                 _remove(path)
         return problems
 
@@ -430,7 +450,7 @@ class DownloadWorker(BaseWorker):
                     name,
                     _int(entry.get("size")),
                     _md5(entry.get("md5")),
-                    _float(entry.get("mtime")),
+                    _mtime(entry.get("mtime")),
                 )
             )
         if opts.on_the_fly and metadata.get("metadata", {}).get("mediatype") == "texts":
@@ -633,7 +653,7 @@ class DownloadWorker(BaseWorker):
         digest = hashlib.md5()
         if offset:
             _hash_file(part, digest)
-        if f.size is not None and offset == f.size:
+        if offset and offset == f.size:
             if f.md5 is None or digest.hexdigest() == f.md5:
                 sync_path(part)  # whole, from an earlier run that may not have synced it
                 return 0
@@ -802,6 +822,13 @@ def _finish_file(part: str, target: str, f: _File) -> None:
     os.replace(part, target)
 
 
+def _stamp_unverified(path: str) -> None:
+    """Give a file an mtime no metadata lists, durably: a resume then checks
+    it instead of taking it for a file iabulk verified."""
+    os.utime(path, (0, 0))
+    sync_path(path)
+
+
 def _write_failure(exc: OSError, part: str, target: str) -> Exception:
     """What a failed write of ``target`` means for the item: a full disk, or a refusal."""
     if exc.errno in (errno.ENOSPC, errno.EDQUOT):
@@ -836,11 +863,16 @@ def _int(value: Any) -> int | None:
     return n if n >= 0 else None
 
 
-def _float(value: Any) -> float | None:
+LATEST_MTIME = 253402300799
+"""9999-12-31 23:59:59 UTC: a later (or infinite) mtime in metadata is noise, not a time."""
+
+
+def _mtime(value: Any) -> float | None:
     try:
-        return float(str(value))
+        number = float(str(value))
     except (TypeError, ValueError):
         return None
+    return number if 0 <= number <= LATEST_MTIME else None
 
 
 def _md5(value: Any) -> str | None:

@@ -490,7 +490,8 @@ def test_status_refuses_what_is_not_a_log_and_counts_a_log_once(tmp_path: Path) 
 def test_status_watch_needs_a_finite_interval(tmp_path: Path, seconds: str) -> None:
     log = tmp_path / "j.jsonl"
     log.write_text(_event({"event": "job", "seq": 1, "id": "a", "op": "download"}))
-    assert_one_line_error(run(["status", "--watch", seconds, str(log)]), 2, "--watch takes")
+    result = run(["status", "--watch", "--every", seconds, str(log)])
+    assert_one_line_error(result, 2, "--every takes")
 
 
 @pytest.mark.parametrize(

@@ -6,7 +6,8 @@ import os
 from pathlib import Path
 
 import pytest
-from iabulk.disk import DiskPool, DisksFull, parse_size
+from iabulk.disk import DiskPool, DisksFull, TooLarge, parse_size
+from iabulk.workers.base import StopRun
 
 
 @pytest.mark.parametrize(
@@ -27,7 +28,7 @@ def test_parse_size_accepts_units(text: str, expected: int) -> None:
     assert parse_size(text) == expected
 
 
-@pytest.mark.parametrize("text", ["", "G", "-1G", "1X", "one", "1 G B", "1e9"])
+@pytest.mark.parametrize("text", ["", "G", "-1G", "1X", "one", "1 G B", "1e9", "\uff11\uff10M"])
 def test_parse_size_rejects_garbage(text: str) -> None:
     with pytest.raises(ValueError, match="not a size"):
         parse_size(text)
@@ -135,3 +136,23 @@ def test_destinations_on_one_filesystem_share_the_work(tmp_path: Path) -> None:
     )
     first, second = pool.reserve("x", 10), pool.reserve("y", 10)
     assert {first.path, second.path} == {str(tmp_path / "a"), str(tmp_path / "b")}
+
+
+def test_an_item_larger_than_every_destination_is_refused_not_awaited(tmp_path: Path) -> None:
+    (tmp_path / "a").mkdir()
+    pool = DiskPool(
+        [str(tmp_path / "a")], margin=100, free_bytes=lambda p: 1000, total_bytes=lambda p: 1000
+    )
+    assert pool.reserve("fits", 900).path == str(tmp_path / "a")
+    with pytest.raises(TooLarge, match="needs 901 bytes, more than any destination holds"):
+        pool.reserve("big", 901)
+    unchecked = DiskPool([str(tmp_path / "a")], check=False, total_bytes=lambda p: 1000)
+    assert unchecked.reserve("big", 5000).path == str(tmp_path / "a")
+
+
+def test_a_destination_that_is_gone_stops_the_run(tmp_path: Path) -> None:
+    (tmp_path / "a").mkdir()
+    pool = DiskPool([str(tmp_path / "a")], margin=0)
+    (tmp_path / "a").rmdir()
+    with pytest.raises(StopRun, match="is gone"):
+        pool.reserve("x", 10)

@@ -489,3 +489,33 @@ def test_empty_files_and_nonsense_mtimes_still_complete(
     assert JobLog(log).status()["completed"] == 2
     again = iabulk(srv, "download", "--joblog", str(log), "--retry-failed", "-q")
     assert again.returncode == 0, again.stderr
+
+
+def test_a_destination_removed_mid_run_stops_the_run_and_loses_nothing(
+    standin: Callable[..., ArchiveStandin], tmp_path: Path, dest: Path
+) -> None:
+    corpus = corpus_of(4, size=1_500_000)
+    srv = standin(corpus, FaultPlan(bandwidth=1_000_000))
+    log = tmp_path / "run.jsonl"
+    run = subprocess.Popen(
+        [IABULK, *search_args(log, dest, "-w", "1", "-q")],
+        env=srv.client_env(),
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    deadline = time.monotonic() + 60
+    while not list(dest.rglob("*" + PART_SUFFIX)):
+        assert run.poll() is None and time.monotonic() < deadline
+        time.sleep(0.02)
+    moved = tmp_path / "moved"
+    dest.rename(moved)  # gone from under the run, with the part file in it
+    _, stderr = run.communicate(timeout=120)
+    assert run.returncode == 2, stderr
+    assert stderr.count("\n") == 1 and "cannot be written" in stderr, stderr
+    assert "nothing is lost" in stderr
+    status = JobLog(log).status()
+    assert status["failed"] == 0 and status["pending"] >= 1, status
+    moved.rename(dest)
+    resumed = iabulk(srv, "download", "--joblog", str(log), "-q")
+    assert resumed.returncode == 0, resumed.stderr
+    assert_verified(corpus, dest, corpus.identifiers())

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from iabulk import BaseWorker, BulkEngine, JobLog, WorkerResult
+from iabulk import BaseWorker, BulkEngine, JobLog, StopRun, WorkerResult
 
 
 class Scripted(BaseWorker):
@@ -134,6 +134,22 @@ def test_worker_exception_is_a_retryable_failure(tmp_path: Path) -> None:
     assert summary.completed == 1
     failed = [e for e in events(log) if e["event"] == "failed"]
     assert failed and "internal error" in failed[0]["error"] and "boom" in failed[0]["error"]
+
+
+def test_stop_run_ends_the_run_and_leaves_the_job_pending(tmp_path: Path) -> None:
+    class Unwritable(Scripted):
+        def execute(self, job: dict[str, Any], cancel_event: threading.Event) -> WorkerResult:
+            if job["id"] == "item-3":
+                raise StopRun("destination /x cannot be written: Read-only file system")
+            return super().execute(job, cancel_event)
+
+    log = make_log(tmp_path, 10)
+    with pytest.raises(StopRun, match="Read-only"):
+        run(log, Unwritable(delay=0.01), workers=2)
+    outcomes = {e["seq"]: e["event"] for e in events(log) if e["event"] != "started"}
+    assert 3 not in outcomes  # no outcome: the next run does it again
+    assert set(outcomes.values()) <= {"completed"}
+    assert log.status()["pending"] == 10 - len(outcomes) >= 1
 
 
 class Outage(Scripted):

@@ -171,3 +171,23 @@ def test_verify_requeue_with_a_directory_where_a_file_belongs(
     resumed = iabulk(srv, "download", "--joblog", str(log), "-q")
     assert resumed.returncode == 1
     assert "item-2" in iabulk(srv, "status", "--failed", str(log)).stdout
+
+
+def test_status_watch_as_the_readme_writes_it(tmp_path: Path) -> None:
+    log = tmp_path / "nasa.jsonl"
+    log.write_text(
+        json.dumps({"event": "job", "seq": 1, "id": "a", "op": "download", "ts": "20261128T1015Z"})
+        + "\n"
+    )
+    watching = subprocess.Popen(
+        [IABULK, "status", "--watch", "--every", "0.5", str(log)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    assert watching.stdout is not None
+    lines = [watching.stdout.readline() for _ in range(3)]
+    assert "every 0.5 s; Ctrl-C to stop" in lines[0], lines
+    watching.send_signal(signal.SIGINT)
+    _, stderr = watching.communicate(timeout=30)
+    assert watching.returncode == 0 and not stderr, stderr

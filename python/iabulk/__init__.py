@@ -20,7 +20,7 @@ from iabulk._native import Bitmap, IdSet
 from iabulk.disk import DiskPool
 from iabulk.engine import BulkEngine, RunSummary
 from iabulk.joblog import JobLog
-from iabulk.workers.base import BaseWorker, WorkerResult
+from iabulk.workers.base import BaseWorker, StopRun, WorkerResult
 from iabulk.workers.download import DownloadOptions, DownloadWorker
 
 __all__ = [
@@ -33,6 +33,7 @@ __all__ = [
     "DiskPool",
     "BaseWorker",
     "WorkerResult",
+    "StopRun",
     "DownloadWorker",
     "DownloadOptions",
 ]

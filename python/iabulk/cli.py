@@ -24,7 +24,14 @@ from iabulk import __version__
 from iabulk._native import IdSet, Snapshot
 from iabulk.disk import DiskPool, parse_size
 from iabulk.engine import MAX_WORKERS, BulkEngine
-from iabulk.errors import IabulkError, JobLogError, SourceError, TransientSourceError, UsageError
+from iabulk.errors import (
+    DestinationError,
+    IabulkError,
+    JobLogError,
+    SourceError,
+    TransientSourceError,
+    UsageError,
+)
 from iabulk.joblog import JobLog
 from iabulk.progress import TransferBoard
 from iabulk.report import merge_analytics, render_status
@@ -33,6 +40,7 @@ from iabulk.shard import ShardError, parse_shard, shard_from_env
 from iabulk.sources import Source, itemlist_path, resolve
 from iabulk.throttle import AdaptiveLimit, RateGate, TokenBucket, parse_rate
 from iabulk.ui import make_ui
+from iabulk.workers.base import StopRun
 from iabulk.workers.download import DownloadOptions, DownloadWorker
 
 __all__ = ["main"]
@@ -210,11 +218,15 @@ def build_parser() -> argparse.ArgumentParser:
     )
     st.add_argument(
         "--watch",
-        nargs="?",
+        action="store_true",
+        help="refresh until Ctrl-C (every 5 s, or --every); never locks the log",
+    )
+    st.add_argument(
+        "--every",
         type=float,
-        const=5.0,
+        default=5.0,
         metavar="SECONDS",
-        help="refresh every few seconds (default 5) until Ctrl-C; never locks the log",
+        help="seconds between refreshes with --watch (default 5)",
     )
 
     vf = commands.add_parser(
@@ -277,31 +289,35 @@ def _analytics(logs: Sequence[JobLog]) -> list[dict[str, Any]]:
 
 
 def cmd_status(args: argparse.Namespace) -> int:
-    if args.watch is not None and not 0 < args.watch <= MAX_TIMEOUT:
-        raise UsageError(f"--watch takes 0 < SECONDS <= {MAX_TIMEOUT}, not {args.watch:g}")
+    if not 0 < args.every <= MAX_TIMEOUT:
+        raise UsageError(f"--every takes 0 < SECONDS <= {MAX_TIMEOUT}, not {args.every:g}")
     logs = _existing_logs(args.joblogs)
     if args.failed:
         for report in _analytics(logs):
             for job in report["failed_jobs"]:
                 print(job["id"])
         return 0
-    while True:
-        reports = _analytics(logs)
-        for report in reports:
-            del report["failed_jobs"], report["completed_jobs"]
-        merged = merge_analytics(reports, [log.path for log in logs])
-        text = json.dumps(merged, indent=2) if args.json else render_status(merged)
-        if args.watch is None:
-            print(text)
-            return 0
-        if sys.stdout.isatty():
-            sys.stdout.write("\x1b[H\x1b[2J")
-        print(time.strftime("%Y-%m-%d %H:%M:%S") + f"  (every {args.watch:g} s; Ctrl-C to stop)")
-        print(text, flush=True)
-        try:
-            time.sleep(max(0.5, args.watch))
-        except KeyboardInterrupt:
-            return 0
+    if not args.watch:
+        print(_status_text(logs, args.json))
+        return 0
+    try:  # Ctrl-C is how a watch ends: at any moment, not only between refreshes
+        while True:
+            text = _status_text(logs, args.json)
+            if sys.stdout.isatty():
+                sys.stdout.write("\x1b[H\x1b[2J")
+            stamp = time.strftime("%Y-%m-%d %H:%M:%S")
+            print(f"{stamp}  (every {args.every:g} s; Ctrl-C to stop)\n{text}", flush=True)
+            time.sleep(max(0.5, args.every))
+    except KeyboardInterrupt:
+        return 0
+
+
+def _status_text(logs: Sequence[JobLog], as_json: bool) -> str:
+    reports = _analytics(logs)
+    for report in reports:
+        del report["failed_jobs"], report["completed_jobs"]
+    merged = merge_analytics(reports, [log.path for log in logs])
+    return json.dumps(merged, indent=2) if as_json else render_status(merged)
 
 
 # -- download ------------------------------------------------------------------
@@ -683,6 +699,10 @@ def _run(
     ui.start()
     try:
         summary = engine.run(pending)
+    except StopRun as exc:
+        raise DestinationError(
+            f"{exc}; stopped: nothing is lost, run the same command again once it is fixed"
+        ) from None
     except OSError as exc:
         raise JobLogError(f"cannot write the job log: {exc.strerror or exc}") from None
     finally:

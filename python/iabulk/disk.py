@@ -21,11 +21,12 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 from iabulk.durable import sync_path
+from iabulk.workers.base import StopRun
 
-__all__ = ["DiskPool", "Reservation", "DisksFull", "parse_size"]
+__all__ = ["DiskPool", "Reservation", "DisksFull", "TooLarge", "parse_size"]
 
 _UNITS = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40, "P": 1 << 50}
-_SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([KMGTP]?)(?:I?B)?\s*$", re.IGNORECASE)
+_SIZE = re.compile(r"^\s*([0-9]+(?:\.[0-9]+)?)\s*([KMGTP]?)(?:I?B)?\s*$", re.IGNORECASE)
 
 
 def parse_size(text: str) -> int:
@@ -39,6 +40,10 @@ def parse_size(text: str) -> int:
 
 class DisksFull(Exception):
     """No destination has room for an item; try again when space returns."""
+
+
+class TooLarge(Exception):
+    """An item needs more than any destination holds, even empty: waiting cannot help."""
 
 
 @dataclass(eq=False)
@@ -76,6 +81,10 @@ def _free_bytes(path: str) -> int:
     return shutil.disk_usage(path).free
 
 
+def _total_bytes(path: str) -> int:
+    return shutil.disk_usage(path).total
+
+
 class DiskPool:
     """Destination directories with a free-space margin.
 
@@ -90,6 +99,7 @@ class DiskPool:
         margin: int = 1 << 30,
         check: bool = True,
         free_bytes: UsageFn = _free_bytes,
+        total_bytes: UsageFn = _total_bytes,
     ) -> None:
         if not destdirs:
             raise ValueError("at least one destination directory is needed")
@@ -97,6 +107,7 @@ class DiskPool:
         self.margin = margin
         self.check = check
         self._free_bytes = free_bytes
+        self._total_bytes = total_bytes
         self._lock = threading.Lock()
         self._reservations: list[Reservation] = []
         self._devices = {d: os.stat(d).st_dev for d in self.destdirs}
@@ -118,7 +129,21 @@ class DiskPool:
         """Free bytes on ``dest`` after the margin and other items' promises."""
         device = self._devices[dest]
         promised = sum(r.outstanding for r in self._reservations if r.device == device)
-        return self._free_bytes(dest) - self.margin - promised
+        return self._usage(self._free_bytes, dest) - self.margin - promised
+
+    def _usage(self, measure: UsageFn, dest: str) -> int:
+        try:
+            return measure(dest)
+        except FileNotFoundError:
+            raise StopRun(f"destination {dest} is gone") from None
+
+    def _check_fits(self, subdir: str, nbytes: int) -> None:
+        largest = max(self._usage(self._total_bytes, d) for d in self.destdirs) - self.margin
+        if nbytes > largest:
+            raise TooLarge(
+                f"{subdir or 'the item'} needs {nbytes:,} bytes, more than any destination "
+                f"holds ({max(largest, 0):,} bytes, less the margin)"
+            )
 
     def reserve(
         self, subdir: str, nbytes: int, present: Callable[[str], int] | None = None
@@ -133,6 +158,8 @@ class DiskPool:
         was downloaded is moved, not fetched again). Raises
         :class:`DisksFull` when no destination has room.
         """
+        if self.check:
+            self._check_fits(subdir, nbytes)
         with self._lock:
             home = self.holding(subdir)
             move_from = None

@@ -33,7 +33,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from iabulk.joblog import JobLog
-from iabulk.workers.base import BaseWorker, WorkerResult
+from iabulk.workers.base import BaseWorker, StopRun, WorkerResult
 
 __all__ = ["BulkEngine", "RunSummary", "EngineObserver", "MAX_WORKERS"]
 
@@ -205,10 +205,12 @@ class BulkEngine:
             self.observer.job_started(job, slot)
             try:
                 result = self.worker.execute(job, self.cancel_event)
+            except StopRun:
+                raise
             except Exception as exc:  # a worker bug must not take the run down
                 result = WorkerResult(False, str(job.get("id")), error=f"internal error: {exc!r}")
             self._record(job, attempt, result)
-        except BaseException as exc:  # the log could not be written: stop everything
+        except BaseException as exc:  # the log cannot be written, or StopRun: stop everything
             with self._cond:
                 if self._fatal is None:
                     self._fatal = exc

@@ -21,6 +21,10 @@ class JobLogError(IabulkError):
     """The job log cannot be used: missing, unreadable, locked, or for another run."""
 
 
+class DestinationError(IabulkError):
+    """A destination directory became unusable during a run (read-only, gone)."""
+
+
 class SourceError(IabulkError):
     """The source of items (search, item list, identifiers) cannot be resolved."""
 

@@ -30,6 +30,13 @@ class WorkerResult:
     backoff_seconds: float | None = None
 
 
+class StopRun(Exception):
+    """Raised by a worker when no job can succeed until someone acts (a
+    destination gone read-only, or gone): the engine stops the run, the job
+    is left without an outcome (the next run does it again), and the run
+    ends with this error instead of failing every job in turn."""
+
+
 class BaseWorker:
     """Runs one job. Must be safe to call from several threads at once."""
 

@@ -43,12 +43,12 @@ from requests.cookies import RequestsCookieJar
 from requests.structures import CaseInsensitiveDict
 from requests.utils import requote_uri
 
-from iabulk.disk import DiskPool, DisksFull, Reservation
+from iabulk.disk import DiskPool, DisksFull, Reservation, TooLarge
 from iabulk.durable import release_cache, sync_and_release, sync_path
 from iabulk.progress import TransferBoard
 from iabulk.session import cookie_state
 from iabulk.throttle import AdaptiveLimit, RateGate, TokenBucket
-from iabulk.workers.base import BaseWorker, WorkerResult
+from iabulk.workers.base import BaseWorker, StopRun, WorkerResult
 from iabulk.workers.sink import iter_body
 
 __all__ = ["DownloadWorker", "DownloadOptions", "unsafe_name_reason", "PART_SUFFIX"]
@@ -305,6 +305,8 @@ class DownloadWorker(BaseWorker):
             return WorkerResult(
                 False, identifier, error=str(exc), backoff=True, backoff_seconds=2.0
             )
+        except TooLarge as exc:
+            return WorkerResult(False, identifier, error=str(exc), retry=False)
         except _Cancelled:
             return WorkerResult(False, identifier, error="cancelled")
         except _Transient as exc:
@@ -494,7 +496,7 @@ class DownloadWorker(BaseWorker):
                 _sync_dirs(item.root, files)
         finally:
             reservation.release()
-        for kind in (_Cancelled, DisksFull, _RateLimited, _Permanent, _Transient):
+        for kind in (StopRun, _Cancelled, DisksFull, _RateLimited, _Permanent, _Transient):
             for exc in errors:
                 if isinstance(exc, kind):
                     raise exc
@@ -620,7 +622,7 @@ class DownloadWorker(BaseWorker):
                 _finish_file(part, target, f)
                 return written
         except OSError as exc:
-            raise _write_failure(exc, part, target) from None
+            raise _write_failure(exc, part, target, item.reservation.path) from None
         raise _Transient(f"{f.name}: {failures[-1]}" if failures else f"{f.name}: failed")
 
     def _already_there(self, target: str, f: _File) -> bool:
@@ -829,12 +831,19 @@ def _stamp_unverified(path: str) -> None:
     sync_path(path)
 
 
-def _write_failure(exc: OSError, part: str, target: str) -> Exception:
-    """What a failed write of ``target`` means for the item: a full disk, or a refusal."""
+def _write_failure(exc: OSError, part: str, target: str, destination: str) -> Exception:
+    """What a failed write of ``target`` means: a full disk (wait), a destination
+    no item can be written to (stop the run), or a refusal of this one file."""
     if exc.errno in (errno.ENOSPC, errno.EDQUOT):
         _remove(part)
-        return DisksFull(f"disk full writing {target}")
-    return _Permanent(f"cannot write {target}: {exc.strerror}")
+        return DisksFull(f"disk full writing {target!r}")
+    if exc.errno in (errno.EROFS, errno.EIO) or not _writable_dir(destination):
+        return StopRun(f"destination {destination} cannot be written: {exc.strerror}")
+    return _Permanent(f"cannot write {target!r}: {exc.strerror}")
+
+
+def _writable_dir(path: str) -> bool:
+    return os.path.isdir(path) and os.access(path, os.W_OK | os.X_OK)
 
 
 def _sync_dirs(root: str, files: list[_File]) -> None:

@@ -45,6 +45,37 @@ def test_limit_slow_starts_then_halves_then_grows_by_one() -> None:
     assert limit.current == 9
 
 
+def test_limit_ramps_up_while_long_transfers_run() -> None:
+    """Large files: no transfer ends for a while, yet a quiet second still doubles the level."""
+    clock = Clock()
+    limit = AdaptiveLimit(8, start=2, ramp_seconds=1.0, clock=clock)
+    never = threading.Event()
+    assert limit.acquire(never) and limit.acquire(never)
+    third = threading.Thread(target=limit.acquire, args=(never,))
+    third.start()
+    third.join(0.5)
+    assert third.is_alive() and limit.current == 2  # less than a second: it waits
+    clock.now += 1
+    third.join(5)
+    assert not third.is_alive() and limit.current == 4
+
+
+def test_a_failed_transfer_holds_the_level() -> None:
+    clock = Clock()
+    limit = AdaptiveLimit(8, start=2, ramp_seconds=1.0, clock=clock)
+    never = threading.Event()
+    assert limit.acquire(never) and limit.acquire(never)
+    clock.now += 1
+    limit.release(False)
+    assert limit.acquire(never)  # the freed permit, no growth
+    cancel = threading.Event()
+    cancel.set()
+    assert not limit.acquire(cancel) and limit.current == 2
+    clock.now += 1
+    limit.release(True)
+    assert limit.current == 4
+
+
 def test_limit_blocks_beyond_current_and_honours_cancel() -> None:
     limit = AdaptiveLimit(4, start=1, clock=Clock())
     cancel = threading.Event()

@@ -49,10 +49,12 @@ class AdaptiveLimit:
     """Concurrent transfers allowed: slow start, then AIMD, like TCP.
 
     Starts at ``start`` and doubles after every ``ramp_seconds`` that passed
-    with successes and no pushback, up to ``maximum``. After the first
-    :meth:`pushback` (a 429/503) it halves and from then on grows by one per
-    quiet interval. Pushbacks within one interval count once, so a burst of
-    429s from many threads halves the level once.
+    with no pushback and no failed transfer, up to ``maximum``: when a
+    transfer ends well, or while one is under way and another waits for a
+    permit (so a run of large files ramps up before its first file ends).
+    After the first :meth:`pushback` (a 429/503) it halves and from then on
+    grows by one per quiet interval. Pushbacks within one interval count
+    once, so a burst of 429s from many threads halves the level once.
     """
 
     def __init__(
@@ -72,36 +74,46 @@ class AdaptiveLimit:
         self._in_use = 0
         self._slow_start = True
         self._last_change = clock()
+        self._last_failure = -float("inf")
         self._cond = threading.Condition()
 
     def acquire(self, cancel: threading.Event) -> bool:
         """Wait for a permit; False if cancelled first."""
+        grown = 0
         with self._cond:
             while self._in_use >= self.current:
                 if cancel.is_set():
                     return False
-                self._cond.wait(0.2)
+                grown = self._grow() if self._in_use else 0
+                if not grown:
+                    self._cond.wait(0.2)
             self._in_use += 1
-            return True
+        self._announce(grown)
+        return True
 
     def release(self, succeeded: bool) -> None:
         with self._cond:
             self._in_use -= 1
-            now = self._clock()
-            if (
-                succeeded
-                and self.current < self.maximum
-                and now - self._last_change >= self.ramp_seconds
-            ):
-                grown = self.current * 2 if self._slow_start else self.current + 1
-                self.current = min(self.maximum, grown)
-                self._last_change = now
-                changed = self.current
-            else:
-                changed = 0
+            if not succeeded:
+                self._last_failure = self._clock()
+            grown = self._grow() if succeeded else 0
             self._cond.notify_all()
-        if changed and self.on_change is not None:
-            self.on_change(changed, self.maximum, "ramping up")
+        self._announce(grown)
+
+    def _grow(self) -> int:
+        """Raise the level after a quiet interval (``_cond`` held); the new level, or 0."""
+        now = self._clock()
+        quiet = min(now - self._last_change, now - self._last_failure)
+        if self.current >= self.maximum or quiet < self.ramp_seconds:
+            return 0
+        grown = self.current * 2 if self._slow_start else self.current + 1
+        self.current = min(self.maximum, grown)
+        self._last_change = now
+        return self.current
+
+    def _announce(self, level: int) -> None:
+        if level and self.on_change is not None:
+            self.on_change(level, self.maximum, "ramping up")
 
     def pushback(self) -> None:
         with self._cond:

@@ -410,6 +410,15 @@ impl Appender {
         self.wait_synced(st, ticket)
     }
 
+    /// Write everything queued, without syncing: readers of the file see it
+    /// at once; it is durable at the next `sync`.
+    pub fn flush(&self) -> io::Result<()> {
+        let mut st = self.lock();
+        self.check_usable(&st)?;
+        let keep = st.queue.len();
+        self.write_queue(&mut st, keep)
+    }
+
     /// Write everything queued and fdatasync.
     pub fn sync(&self) -> io::Result<()> {
         let mut st = self.lock();
@@ -520,6 +529,19 @@ mod tests {
         assert_eq!(a.sync_count(), 0);
         a.close().unwrap();
         assert_eq!(std::fs::metadata(&path).unwrap().len(), 1100 * 1024);
+    }
+
+    #[test]
+    fn flush_writes_the_queue_without_sync() {
+        let (_d, path) = tmp();
+        let a = Appender::open(&path).unwrap();
+        a.append(b"one\n").unwrap();
+        assert_eq!(std::fs::read(&path).unwrap(), b"");
+        a.flush().unwrap();
+        a.flush().unwrap(); // nothing queued: nothing written twice
+        assert_eq!(std::fs::read(&path).unwrap(), b"one\n");
+        assert_eq!(a.sync_count(), 0);
+        a.close().unwrap();
     }
 
     #[test]

@@ -523,6 +523,11 @@ impl Appender {
             .map_err(|e| os_error(e, a.path()))
     }
 
+    fn flush(&self, py: Python<'_>) -> PyResult<()> {
+        let a = &self.inner;
+        py.detach(|| a.flush()).map_err(|e| os_error(e, a.path()))
+    }
+
     fn sync(&self, py: Python<'_>) -> PyResult<()> {
         let a = &self.inner;
         py.detach(|| a.sync()).map_err(|e| os_error(e, a.path()))

@@ -152,6 +152,23 @@ def test_stop_run_ends_the_run_and_leaves_the_job_pending(tmp_path: Path) -> Non
     assert log.status()["pending"] == 10 - len(outcomes) >= 1
 
 
+def test_started_lines_reach_the_file_while_jobs_run(tmp_path: Path) -> None:
+    """`iabulk status` reads the file: jobs in flight must show there long
+    before they finish."""
+    log = make_log(tmp_path, 2)
+    engine = BulkEngine(log, Scripted(delay=30), workers=2)
+    running = threading.Thread(target=engine.run, args=(log.snapshot().pending_jobs,))
+    running.start()
+    try:
+        deadline = time.monotonic() + 20
+        while Path(log.path).read_text().count('"event":"started"') < 2:
+            assert time.monotonic() < deadline, "started lines never reached the file"
+            time.sleep(0.05)
+    finally:
+        engine.request_stop()
+        running.join()
+
+
 class Outage(Scripted):
     """The first ``down`` calls fail, whatever the job (the link is down); then all succeed."""
 

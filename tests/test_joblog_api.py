@@ -83,6 +83,19 @@ def test_job_lines_reach_the_disk_before_the_next_event(tmp_path: Path) -> None:
     log.close()
 
 
+def test_a_log_reads_the_lines_it_has_queued_itself(tmp_path: Path) -> None:
+    """Upstream code picks the next seq with get_max_seq() + 1 right after write_job."""
+    log = JobLog(tmp_path / "j.jsonl")
+    log.write_job(1, "a", "download")
+    log.write_job(log.get_max_seq() + 1, "b", "download")
+    assert log.get_max_seq() == 2
+    assert log.status() == {"total": 2, "completed": 0, "failed": 0, "pending": 2}
+    assert [job["id"] for job in log.iter_pending_jobs()] == ["a", "b"]
+    assert log.analytics()["counts"]["total"] == 2
+    log.close()
+    assert [line["seq"] for line in lines_of(tmp_path / "j.jsonl")] == [1, 2]
+
+
 def test_close_is_idempotent_and_the_log_can_be_reopened(tmp_path: Path) -> None:
     path = tmp_path / "log.jsonl"
     log = JobLog(path)

@@ -185,6 +185,10 @@ class Appender:
         Concurrent callers share one sync (group commit).
         """
 
+    def flush(self) -> None:
+        """Write everything queued without syncing: readers see it at once;
+        durable at the next ``sync``."""
+
     def sync(self) -> None:
         """Write everything queued and fdatasync."""
 

@@ -1,7 +1,8 @@
 """The bulk engine: N workers over a stream of jobs, every outcome logged.
 
 The engine knows nothing about what a job does. It hands each job to a
-:class:`~iabulk.workers.base.BaseWorker`, records ``started`` (buffered) and
+:class:`~iabulk.workers.base.BaseWorker`, records ``started`` (buffered: on
+the file within :data:`FLUSH_SECONDS`, durable with the next outcome) and
 the outcome (durable, before acting on it), retries failures with
 exponential backoff and jitter, and pauses all new submissions when a worker
 asks it to (rate limiting, full disks) without counting that against the
@@ -39,6 +40,9 @@ __all__ = ["BulkEngine", "RunSummary", "EngineObserver", "MAX_WORKERS"]
 
 MAX_WORKERS = 64
 """More concurrent jobs than this only gets a client blocked by archive.org."""
+
+FLUSH_SECONDS = 0.5
+"""How stale the log on disk may be for ``status``: buffered lines wait at most this long."""
 
 OUTAGE_JOBS = 3
 """Different jobs failing in a row, with no success between, that make an outage."""
@@ -154,6 +158,30 @@ class BulkEngine:
     def run(self, jobs: Iterable[dict[str, Any]]) -> RunSummary:
         """Run every job of ``jobs`` (a lazy iterable is read as slots free up)."""
         self._source: Iterator[dict[str, Any]] | None = iter(jobs)
+        done = threading.Event()
+        flusher = threading.Thread(target=self._flush_until, args=(done,), daemon=True)
+        flusher.start()
+        try:
+            self._submit_all()
+        finally:
+            done.set()
+            flusher.join()
+        if self._fatal is not None:
+            raise self._fatal
+        self.joblog.sync()  # the buffered `started` lines, for `status`
+        self.summary.interrupted = self._stopping
+        return self.summary
+
+    def _flush_until(self, done: threading.Event) -> None:
+        """Write the queued ``started`` lines every half second, unsynced, so that
+        ``iabulk status`` sees the jobs in flight while long transfers run."""
+        while not done.wait(FLUSH_SECONDS):
+            try:
+                self.joblog.flush()
+            except OSError:
+                return  # the next durable write reports it, and stops the run
+
+    def _submit_all(self) -> None:
         with ThreadPoolExecutor(self.workers, thread_name_prefix="iabulk-job") as pool:
             while (picked := self._next_job()) is not None:
                 attempt, job = picked
@@ -164,11 +192,6 @@ class BulkEngine:
             with self._cond:
                 while self._in_flight:
                     self._cond.wait(0.2)
-        if self._fatal is not None:
-            raise self._fatal
-        self.joblog.sync()  # the buffered `started` lines, for `status`
-        self.summary.interrupted = self._stopping
-        return self.summary
 
     def _next_job(self) -> tuple[int, dict[str, Any]] | None:
         """The next (attempt, job) to submit, waiting for a slot; None when all is done."""

@@ -115,6 +115,12 @@ class JobLog:
         else:
             self._writer().append(line)
 
+    def flush(self) -> None:
+        """Write the queued lines without syncing: readers of the file (``iabulk
+        status``, this log's own reads) see them at once; durable at the next sync."""
+        if self._appender is not None:
+            self._appender.flush()
+
     def sync(self) -> None:
         """Make every queued line durable."""
         if self._appender is not None:
@@ -136,7 +142,9 @@ class JobLog:
     # -- reading ---------------------------------------------------------
 
     def snapshot(self, collect_ids: bool = False) -> Snapshot:
-        """Everything one pass over the log knows (a missing log is empty)."""
+        """Everything one pass over the log knows (a missing log is empty),
+        lines this log has queued included."""
+        self.flush()
         if not os.path.exists(self.path):
             # Upstream treats a log that does not exist yet as empty.
             return scan(os.devnull, collect_ids)
@@ -146,6 +154,7 @@ class JobLog:
         """Counts, bytes, throughput, durations, retries, workers, disks, error causes,
         and the lazy lists of completed and failed jobs: one pass in Rust (see
         :func:`iabulk._native.analyze` for every field)."""
+        self.flush()
         path = self.path if os.path.exists(self.path) else os.devnull
         return analyze(path, bucket_seconds)
 

@@ -519,3 +519,58 @@ def test_a_destination_removed_mid_run_stops_the_run_and_loses_nothing(
     resumed = iabulk(srv, "download", "--joblog", str(log), "-q")
     assert resumed.returncode == 0, resumed.stderr
     assert_verified(corpus, dest, corpus.identifiers())
+
+
+def test_sighup_stops_gracefully_like_ctrl_c(
+    standin: Callable[..., ArchiveStandin], tmp_path: Path, dest: Path
+) -> None:
+    corpus = corpus_of(6, size=400_000)
+    srv = standin(corpus, FaultPlan(bandwidth=400_000))
+    log = tmp_path / "run.jsonl"
+    proc = subprocess.Popen(
+        [IABULK, *search_args(log, dest, "-w", "2")],
+        env=srv.client_env(),
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    wait_for(lambda: completed_count(log) >= 1)
+    proc.send_signal(signal.SIGHUP)  # the terminal was closed
+    _, stderr = proc.communicate(timeout=60)
+    assert proc.returncode == 130, stderr
+    assert "run the same command again to resume" in stderr
+    result = iabulk(srv, "download", "--joblog", str(log), "-q")
+    assert result.returncode == 0, result.stderr
+    assert_verified(corpus, dest, corpus.identifiers())
+
+
+def test_a_reader_of_stderr_that_goes_away_does_not_fail_the_run(
+    standin: Callable[..., ArchiveStandin], tmp_path: Path, dest: Path
+) -> None:
+    """`iabulk download ... 2>&1 | head -3`: the run goes on, unseen, and succeeds."""
+    corpus = corpus_of(8, size=50_000)
+    srv = standin(corpus)
+    log = tmp_path / "run.jsonl"
+    proc = subprocess.Popen(
+        [IABULK, *search_args(log, dest, "-w", "2")], env=srv.client_env(), stderr=subprocess.PIPE
+    )
+    assert proc.stderr is not None
+    proc.stderr.close()  # no reader: every write to stderr fails with EPIPE
+    assert proc.wait(timeout=120) == 0
+    assert_verified(corpus, dest, corpus.identifiers())
+
+
+def test_control_characters_from_the_archive_never_reach_the_terminal(
+    standin: Callable[..., ArchiveStandin], tmp_path: Path, dest: Path
+) -> None:
+    srv = standin(corpus_of(1))
+    log = tmp_path / "run.jsonl"
+    hostile = "ok\x1b[2J\x1b[31mRED\nline"
+    items = tmp_path / "items.txt"
+    items.write_text(hostile.replace("\n", "") + "\n")
+    result = iabulk(
+        srv, "download", "--itemlist", str(items), "--joblog", str(log), "--destdir", str(dest)
+    )
+    assert result.returncode == 1, result.stderr
+    assert "\x1b" not in result.stderr and "ok\\x1b[2J\\x1b[31mRED" in result.stderr
+    status = iabulk(srv, "status", str(log))
+    assert "\x1b" not in status.stdout and "\\x1b[2J" in status.stdout

@@ -18,7 +18,7 @@ import sys
 import time
 from collections.abc import Iterable, Sequence
 from types import FrameType
-from typing import Any
+from typing import Any, TextIO
 
 from iabulk import __version__
 from iabulk._native import IdSet, Snapshot
@@ -446,26 +446,58 @@ def _search_fn(config_file: str | None) -> Any:
 
 
 class _Interrupts:
-    """First Ctrl-C: stop gracefully. Second: exit at once (the log is already durable)."""
+    """First Ctrl-C (or SIGTERM, or the terminal hanging up): stop gracefully.
+    Second: exit at once (the log is already durable)."""
 
     def __init__(self) -> None:
         self.engine: BulkEngine | None = None
         self.count = 0
+        self.ui: Any = None
         self.announce: Any = None
 
     def install(self) -> None:
-        signal.signal(signal.SIGINT, self._handle)
-        signal.signal(signal.SIGTERM, self._handle)
+        for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+            signal.signal(signum, self._handle)
 
     def _handle(self, signum: int, frame: FrameType | None) -> None:
         self.count += 1
         if self.count > 1:
+            if self.ui is not None:
+                self.ui.abandon()
             os._exit(130)
         if self.engine is None:
             raise KeyboardInterrupt
         self.engine.request_stop()
-        if self.announce:
+        if self.announce is not None:
             self.announce("stopping: in-flight transfers cancelled; Ctrl-C again to quit at once")
+
+
+class _ForgivingStream:
+    """stderr that a closed pipe (``2>&1 | head``) or a hung-up terminal cannot
+    turn into a failed run: once a write fails, later ones are dropped. The job
+    log, not the display, is the record of the run."""
+
+    def __init__(self, stream: TextIO) -> None:
+        self._stream = stream
+        self.broken = False
+
+    def write(self, text: str) -> int:
+        if not self.broken:
+            try:
+                return self._stream.write(text)
+            except OSError:
+                self.broken = True
+        return len(text)
+
+    def flush(self) -> None:
+        if not self.broken:
+            try:
+                self._stream.flush()
+            except OSError:
+                self.broken = True
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._stream, name)
 
 
 def _recorded_run(snapshot: Snapshot, path: str) -> tuple[Source | None, dict[str, Any], str]:
@@ -691,6 +723,7 @@ def _run(
     limit.on_change = lambda level, most, why: ui.info(f"transfers {level}/{most}: {why}")
     engine = BulkEngine(joblog, worker, workers=workers, retries=options["retries"], observer=ui)
     interrupts.engine = engine
+    interrupts.ui = ui
     interrupts.announce = ui.error if quiet else ui.info
     if snapshot.in_flight:
         ui.info(
@@ -777,6 +810,8 @@ def _refuse_undecodable(values: Iterable[Any]) -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
+    if not isinstance(sys.stderr, _ForgivingStream) and sys.stderr is not None:
+        sys.stderr = _ForgivingStream(sys.stderr)
     try:
         args = parser.parse_args(argv)
         _refuse_undecodable(vars(args).values())

@@ -15,11 +15,13 @@ from collections import Counter, defaultdict
 from collections.abc import Sequence
 from typing import Any
 
-from iabulk.ui import human_bytes
+from iabulk.ui import human_bytes, visible
 
 __all__ = ["merge_analytics", "render_status", "recent_rate", "eta_seconds", "TOP_CAUSES"]
 
 TOP_CAUSES = 5
+CAUSE_WIDTH = 200
+"""Characters of a failure cause (or its examples) shown; the JSON report has them whole."""
 RECENT_BUCKETS = 10
 """The rate behind the ETA: the last ten one-minute buckets of completions."""
 
@@ -176,8 +178,9 @@ def render_status(report: dict[str, Any]) -> str:
     if report["errors"]:
         lines.append("  failures by cause (all attempts):")
         for error in report["errors"][:TOP_CAUSES]:
-            examples = ", ".join(error["examples"])
-            lines.append(f"    {error['count']:>10,}  {error['cause']}   e.g. {examples}")
+            examples = visible(", ".join(error["examples"]), CAUSE_WIDTH)
+            cause = visible(error["cause"], CAUSE_WIDTH)
+            lines.append(f"    {error['count']:>10,}  {cause}   e.g. {examples}")
     disks = report["disks"]
     if len(disks) > 1:
         slowest = min(disks.items(), key=lambda kv: kv[1]["bytes"])
@@ -186,4 +189,4 @@ def render_status(report: dict[str, Any]) -> str:
             + ", ".join(f"{d} {human_bytes(f['bytes'])}" for d, f in sorted(disks.items()))
             + f"   (least written: {slowest[0]})"
         )
-    return "\n".join(lines)
+    return "\n".join(visible(line) for line in lines)

@@ -8,6 +8,7 @@ transfers go. Errors always go to stderr, even with ``--quiet``.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
 import threading
@@ -19,7 +20,7 @@ from typing import Any, TextIO
 from iabulk.progress import TransferBoard
 from iabulk.workers.base import WorkerResult
 
-__all__ = ["make_ui", "BarsUI", "LinesUI", "QuietUI", "human_bytes"]
+__all__ = ["make_ui", "BarsUI", "LinesUI", "QuietUI", "human_bytes", "visible"]
 
 
 def human_bytes(n: float) -> str:
@@ -28,6 +29,17 @@ def human_bytes(n: float) -> str:
             return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
         n /= 1000
     return f"{n:.1f} TB"
+
+
+def visible(text: str, limit: int = 0) -> str:
+    """``text`` safe for one terminal line: control characters (a newline or an
+    escape sequence in a file name from metadata) shown as escapes, and cut
+    to ``limit`` characters if given."""
+    if not text.isprintable():
+        text = "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
+    if limit and len(text) > limit:
+        text = text[: limit - 1] + "…"
+    return text
 
 
 def _stamp() -> str:
@@ -111,11 +123,15 @@ class _BaseUI:
         pass
 
     def error(self, text: str) -> None:
-        self.stream.write(f"iabulk: {text}\n")
+        self.stream.write(f"iabulk: {visible(text)}\n")
         self.stream.flush()
 
     def info(self, text: str) -> None:
         pass
+
+    def abandon(self) -> None:
+        """Leave the display as it stands, at once (a second Ctrl-C): only
+        make sure the shell's prompt will not land inside it."""
 
 
 class QuietUI(_BaseUI):
@@ -128,7 +144,7 @@ class LinesUI(_BaseUI):
     refresh_seconds = 10.0
 
     def info(self, text: str) -> None:
-        self.stream.write(f"{_stamp()} {text}\n")
+        self.stream.write(f"{_stamp()} {visible(text)}\n")
         self.stream.flush()
 
     def error(self, text: str) -> None:
@@ -191,10 +207,16 @@ class BarsUI(_BaseUI):
         ]
 
     def error(self, text: str) -> None:
-        self._overall.write(f"iabulk: {text}", file=self.stream)
+        self._overall.write(f"iabulk: {visible(text)}", file=self.stream)
 
     def info(self, text: str) -> None:
-        self._overall.write(text, file=self.stream)
+        self._overall.write(visible(text), file=self.stream)
+
+    def abandon(self) -> None:
+        # The cursor rests on the top bar: step below the bars, raw, as a
+        # signal handler may interrupt tqdm half-way through a write.
+        with contextlib.suppress(OSError, ValueError):
+            os.write(self.stream.fileno(), b"\n" * (len(self._bars) + 1))
 
     def paused(self, seconds: float, reason: str) -> None:
         self.info(f"pausing new work for {seconds:.0f} s: {reason}")
@@ -213,7 +235,7 @@ class BarsUI(_BaseUI):
         for bar, slot in zip(self._bars, self.board.slots):
             if slot.identifier:
                 size = f"/{human_bytes(slot.size)}" if slot.size else ""
-                name = f"{slot.identifier}/{slot.name}"
+                name = visible(f"{slot.identifier}/{slot.name}")
                 if len(name) > 60:
                     name = "…" + name[-59:]
                 bar.set_description_str(

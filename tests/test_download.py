@@ -574,3 +574,27 @@ def test_control_characters_from_the_archive_never_reach_the_terminal(
     assert "\x1b" not in result.stderr and "ok\\x1b[2J\\x1b[31mRED" in result.stderr
     status = iabulk(srv, "status", str(log))
     assert "\x1b" not in status.stdout and "\\x1b[2J" in status.stdout
+
+
+def test_a_slow_link_writes_and_counts_in_small_steps(
+    standin: Callable[..., ArchiveStandin], tmp_path: Path, dest: Path
+) -> None:
+    """On a slow link a megabyte takes seconds: the bytes still reach the partial
+    file (kept by a stop) a fraction of a second after they arrive."""
+    corpus = corpus_of(1, size=3_000_000)
+    srv = standin(corpus, FaultPlan(bandwidth=200_000))
+    log = tmp_path / "run.jsonl"
+    proc = subprocess.Popen(
+        [IABULK, *search_args(log, dest)], env=srv.client_env(), stderr=subprocess.PIPE, text=True
+    )
+    part = dest / "c-item-0000" / ("file-0.bin" + PART_SUFFIX)
+    wait_for(lambda: part.exists() and part.stat().st_size > 0)
+    first = part.stat().st_size
+    proc.send_signal(signal.SIGINT)
+    _, stderr = proc.communicate(timeout=60)
+    assert proc.returncode == 130, stderr
+    assert 0 < first < 1 << 20, first  # not a whole 1 MiB read buffer
+    assert part.stat().st_size >= first
+    resumed = iabulk(srv, "download", "--joblog", str(log), "-q")
+    assert resumed.returncode == 0, resumed.stderr
+    assert_verified(corpus, dest, corpus.identifiers())

@@ -47,10 +47,10 @@ def _stamp() -> str:
 
 
 class _Rate:
-    """Bytes per second over the last ~10 s of samples."""
+    """Bytes per second over the last ~10 s of samples, from ``start``."""
 
-    def __init__(self) -> None:
-        self._samples: deque[tuple[float, int]] = deque(maxlen=40)
+    def __init__(self, start: float) -> None:
+        self._samples: deque[tuple[float, int]] = deque([(start, 0)], maxlen=40)
 
     def update(self, now: float, total: int) -> float:
         self._samples.append((now, total))
@@ -80,7 +80,7 @@ class _BaseUI:
         self.done = 0
         self.failed = 0
         self.started_at = time.monotonic()
-        self._rate = _Rate()
+        self._rate = _Rate(self.started_at)
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._lock = threading.Lock()

@@ -28,11 +28,17 @@ import http.client
 import io
 import ssl
 import threading
+import time
 from collections.abc import Callable, Iterator
 
 import requests
 
 __all__ = ["iter_body", "raw_body"]
+
+FILL_SECONDS = 0.25
+"""A fill of the buffer returns what it has after this long: on a slow link a
+megabyte takes many seconds, and each chunk is when progress is counted, a
+stop is noticed and a partial file grows (what a resume keeps)."""
 
 
 def raw_body(response: requests.Response) -> http.client.HTTPResponse | None:
@@ -119,12 +125,15 @@ def _tls_readinto(fp: http.client.HTTPResponse) -> Callable[[memoryview], int] |
         if not want:
             return fp.readinto(view[:0])  # at the end: http.client lets the connection go
         n = buffered.readinto1(view[:want])  # what came with the headers, or one record
+        due = time.monotonic() + FILL_SECONDS
         try:
             while 0 < n < want:
                 got = read_record(want - n, view[n:want])
                 if not got:
                     break
                 n += got
+                if time.monotonic() > due:
+                    break
         except ssl.SSLEOFError:
             pass  # closed without a TLS goodbye: a short body, as SSLSocket reports it
         fp.length = length - n

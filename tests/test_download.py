@@ -463,30 +463,43 @@ def test_the_data_node_directory_is_read_off_a_redirect(
     assert _directory_of(url, name) == expected
 
 
-class _OddMtimes(Corpus):
-    """Lists a nonsense mtime for every file named ``odd-*``."""
+class _OddMetadata(Corpus):
+    """Lists a nonsense mtime for every file named ``odd-*``, an md5 that is not
+    hex for ``nohex-*``, and ``is_dark: "false"`` (a string) for item ``lit``."""
 
     def file_entries(self, item: Any) -> list[dict[str, str]]:
         entries = super().file_entries(item)
         for entry in entries:
             if entry["name"].startswith("odd-"):
                 entry["mtime"] = entry["name"].removeprefix("odd-").removesuffix(".bin")
+            if entry["name"].startswith("nohex-"):
+                entry["md5"] = "z" * 32
         return entries
 
+    def metadata_doc(self, item: Any) -> dict[str, Any]:
+        doc = super().metadata_doc(item)
+        if item.identifier == "lit":
+            doc["is_dark"] = "false"
+        return doc
 
-def test_empty_files_and_nonsense_mtimes_still_complete(
+
+def test_empty_files_and_odd_metadata_still_complete(
     standin: Callable[..., ArchiveStandin], tmp_path: Path, dest: Path
 ) -> None:
-    corpus = _OddMtimes()
+    corpus = _OddMetadata()
     corpus.add_item("empty", [("empty.txt", 0), ("sub/also-empty", 0), ("a.bin", 100)])
     corpus.add_item("mtimes", [("odd-1e20.bin", 100), ("odd-nan.bin", 10), ("odd-inf.bin", 20)])
+    corpus.add_item("nohex", [("nohex-a.bin", 100)])
+    corpus.add_item("lit", [("a.bin", 100)])
     srv = standin(corpus)
     log = tmp_path / "run.jsonl"
-    args = ["download", "empty", "mtimes", "--joblog", str(log), "--destdir", str(dest)]
+    items = ["empty", "mtimes", "nohex", "lit"]
+    args = ["download", *items, "--joblog", str(log), "--destdir", str(dest)]
     result = iabulk(srv, *args, "--disk-margin", "0", "-q")
     assert result.returncode == 0, result.stderr
-    assert_verified(corpus, dest, ["empty", "mtimes"])
-    assert JobLog(log).status()["completed"] == 2
+    assert_verified(corpus, dest, items)
+    assert JobLog(log).status()["completed"] == 4
+    assert srv.counters()["requests_by_kind"]["data"] == 5 + 5 + 3 + 3  # each file once
     again = iabulk(srv, "download", "--joblog", str(log), "--retry-failed", "-q")
     assert again.returncode == 0, again.stderr
 

@@ -122,8 +122,10 @@ def unsafe_name_reason(name: str) -> str | None:
 
 
 def unsafe_identifier_reason(identifier: str) -> str | None:
-    if not identifier or identifier in (".", ".."):
+    if not identifier:
         return "empty identifier"
+    if identifier in (".", ".."):
+        return "identifier is a relative path"
     if "/" in identifier or "\x00" in identifier or "\\" in identifier:
         return "identifier contains a path separator or NUL"
     if len(identifier.encode()) > MAX_NAME_BYTES - 16:
@@ -418,7 +420,7 @@ class DownloadWorker(BaseWorker):
             raise _Transient("metadata is not a JSON object")
         if not metadata:
             raise _Permanent("item does not exist")
-        if metadata.get("is_dark"):
+        if metadata.get("is_dark") in (True, "true", "True"):
             raise _Permanent("item is dark")
         if not isinstance(metadata.get("files"), list):
             raise _Transient("metadata has no file list")
@@ -885,7 +887,13 @@ def _mtime(value: Any) -> float | None:
 
 
 def _md5(value: Any) -> str | None:
+    """An md5 to check against, or None for anything that is not one (a file
+    whose listed md5 can never match would be fetched again and again)."""
     if isinstance(value, str) and len(value) == 32:
+        try:
+            bytes.fromhex(value)
+        except ValueError:
+            return None
         return value.lower()
     return None
 

@@ -10,7 +10,7 @@ use pyo3::exceptions::{PyIndexError, PyOSError, PyOverflowError, PyValueError};
 use pyo3::intern;
 use pyo3::prelude::*;
 use pyo3::sync::PyOnceLock;
-use pyo3::types::{PyBytes, PyDict, PyInt, PyList, PyString};
+use pyo3::types::{PyBytes, PyDict, PyInt, PyList, PySlice, PyString};
 use pyo3::PyTypeInfo;
 
 use crate::analytics::{self, format_ts, Figure};
@@ -356,20 +356,29 @@ impl JobList {
         }
     }
 
-    fn __getitem__<'py>(&self, py: Python<'py>, index: isize) -> PyResult<Bound<'py, PyAny>> {
+    /// A job by index (negative from the end), or a list of jobs for a slice.
+    fn __getitem__<'py>(
+        &self,
+        py: Python<'py>,
+        index: &Bound<'py, PyAny>,
+    ) -> PyResult<Bound<'py, PyAny>> {
         let len = self.inner.len() as isize;
+        if let Ok(slice) = index.cast::<PySlice>() {
+            let picked = slice.indices(len)?;
+            let jobs = PyList::empty(py);
+            let mut i = picked.start;
+            for _ in 0..picked.slicelength {
+                jobs.append(self.job(py, i as usize)?)?;
+                i += picked.step;
+            }
+            return Ok(jobs.into_any());
+        }
+        let index: isize = index.extract()?;
         let i = if index < 0 { index + len } else { index };
         if i < 0 || i >= len {
             return Err(PyIndexError::new_err("job index out of range"));
         }
-        let jobs = &self.inner;
-        let line = py
-            .detach(|| {
-                let mut out = Vec::new();
-                jobs.line(i as usize, &mut out).map(|()| out)
-            })
-            .map_err(|e| os_error(e, &self.path))?;
-        json_loads(py, &line)
+        self.job(py, i as usize)
     }
 
     /// The seqs, in order.
@@ -379,6 +388,20 @@ impl JobList {
 
     fn __repr__(&self) -> String {
         format!("<JobList len={}>", self.inner.len())
+    }
+}
+
+impl JobList {
+    /// The `i`-th job line, read and parsed (`i` in range).
+    fn job<'py>(&self, py: Python<'py>, i: usize) -> PyResult<Bound<'py, PyAny>> {
+        let jobs = &self.inner;
+        let line = py
+            .detach(|| {
+                let mut out = Vec::new();
+                jobs.line(i, &mut out).map(|()| out)
+            })
+            .map_err(|e| os_error(e, &self.path))?;
+        json_loads(py, &line)
     }
 }
 

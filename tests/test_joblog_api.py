@@ -96,6 +96,20 @@ def test_a_log_reads_the_lines_it_has_queued_itself(tmp_path: Path) -> None:
     assert [line["seq"] for line in lines_of(tmp_path / "j.jsonl")] == [1, 2]
 
 
+def test_the_pending_list_slices_like_a_list(tmp_path: Path) -> None:
+    log = JobLog(tmp_path / "j.jsonl")
+    for seq in range(1, 8):
+        log.write_job(seq, f"id{seq}", "download")
+    pending = log.load()["pending"]
+    as_list = list(pending)
+    for part in (slice(1, 3), slice(None, None, -2), slice(-2, None), slice(10, None)):
+        assert pending[part] == as_list[part]
+    assert pending[-1] == as_list[-1]
+    with pytest.raises(TypeError):
+        pending["a"]  # type: ignore[call-overload]
+    log.close()
+
+
 def test_close_is_idempotent_and_the_log_can_be_reopened(tmp_path: Path) -> None:
     path = tmp_path / "log.jsonl"
     log = JobLog(path)

@@ -46,7 +46,7 @@ Job-log semantics (format v1, see DESIGN.md), which the scan implements and
 """
 
 from collections.abc import Iterator
-from typing import Any, final
+from typing import Any, final, overload
 
 __all__ = [
     "MAX_BUCKETS",
@@ -116,8 +116,12 @@ class JobList:
 
     def __len__(self) -> int: ...
     def __iter__(self) -> Iterator[dict[str, Any]]: ...
+    @overload
     def __getitem__(self, index: int, /) -> dict[str, Any]:
         """The ``index``-th job (negative indexes count from the end)."""
+    @overload
+    def __getitem__(self, index: slice, /) -> list[dict[str, Any]]:
+        """The jobs of a slice, read and parsed now."""
     def seqs(self) -> list[int]:
         """The seqs, in order."""
 

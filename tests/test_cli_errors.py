@@ -307,6 +307,8 @@ def test_credentials_never_reach_the_log_or_the_output(
         (["--destdir", "/no/such/dir"], "destination directory does not exist"),
         (["--disk-margin", "5P"], "leaves no room on any destination"),
         (["--config-file", "/no/such.ini"], "config file not found"),
+        (["--destdir", ""], "--destdir needs a directory, not an empty string"),
+        (["--shard", "\u00b2/3"], "--shard takes K/N"),
     ],
 )
 def test_a_refused_run_does_not_create_the_log(tmp_path: Path, flags: list[str], text: str) -> None:
@@ -338,10 +340,10 @@ def _event(record: dict[str, object]) -> str:
 def test_no_job_past_the_seq_cap(tmp_path: Path) -> None:
     log = tmp_path / "j.jsonl"
     log.write_text(_event({"event": "job", "seq": 100_000_000, "id": "a", "op": "download"}))
+    before = log.read_bytes()
     result = run(["download", "b", "c", "--joblog", str(log), "--destdir", str(tmp_path), "-q"])
     assert_one_line_error(result, 2, "a job log holds at most 100,000,000 jobs")
-    seqs = [json.loads(line).get("seq") for line in log.read_text().splitlines()]
-    assert max(s for s in seqs if s is not None) == 100_000_000
+    assert log.read_bytes() == before
 
 
 def test_an_empty_item_list_leaves_the_log_free_for_the_fixed_one(
@@ -511,3 +513,20 @@ def test_scheduler_shard_errors_name_the_variable(
         env={**os.environ, **env},
     )
     assert_one_line_error(result, 2, text)
+
+
+def test_an_item_list_that_is_not_utf8_is_refused_before_the_log_exists(tmp_path: Path) -> None:
+    items, log = tmp_path / "items.txt", tmp_path / "j.jsonl"
+    items.write_bytes(b"one\ncaf\xe9\n")
+    result = run(["download", "--itemlist", str(items), "--joblog", str(log), "-q"])
+    assert_one_line_error(result, 2, "it is not UTF-8 text")
+    assert not log.exists()
+
+
+def test_a_log_path_that_is_not_utf8_is_fine_to_read(tmp_path: Path) -> None:
+    log = os.fsencode(tmp_path) + b"/caf\xe9.jsonl"
+    with open(log, "w") as out:
+        out.write(_event({"event": "job", "seq": 1, "id": "a", "op": "download"}))
+    result = subprocess.run([IABULK, b"status", log], capture_output=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    assert b"0/1 jobs done" in result.stdout

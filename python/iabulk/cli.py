@@ -37,7 +37,7 @@ from iabulk.progress import TransferBoard
 from iabulk.report import merge_analytics, render_status
 from iabulk.session import ia_session, session_factory
 from iabulk.shard import ShardError, parse_shard, shard_from_env
-from iabulk.sources import Source, itemlist_path, resolve
+from iabulk.sources import Source, check_itemlist, itemlist_path, resolve
 from iabulk.throttle import AdaptiveLimit, RateGate, TokenBucket, parse_rate
 from iabulk.ui import make_ui
 from iabulk.workers.base import StopRun
@@ -353,6 +353,8 @@ def _source_from_args(args: argparse.Namespace) -> Source | None:
                 f"item list is not a regular file: {args.itemlist} "
                 "(pipe it in with --itemlist - instead)"
             )
+        if path != "-":
+            check_itemlist(path)
         return Source("itemlist", path=path, shard=shard)
     return Source("ids", ids=tuple(args.identifiers), shard=shard)
 
@@ -363,6 +365,8 @@ def _options(args: argparse.Namespace, recorded: dict[str, Any]) -> dict[str, An
     options.update({k: v for k, v in recorded.items() if k in _DEFAULTS})
     options.update({k: getattr(args, k) for k in _DEFAULTS if getattr(args, k) is not None})
     if args.destdir is not None:  # recorded for a resume, which may start elsewhere
+        if "" in args.destdir:  # as an unset shell variable gives: not "here"
+            raise UsageError("--destdir needs a directory, not an empty string")
         options["destdir"] = [os.path.abspath(d) for d in args.destdir]
     return options
 
@@ -781,8 +785,6 @@ def cmd_verify(args: argparse.Namespace) -> int:
     report = VerifyReport()
     try:
         verify(joblog, worker, args.workers, args.quiet, args.requeue, report)
-    except OSError as exc:
-        raise JobLogError(f"cannot requeue in {args.joblog}: {exc.strerror or exc}") from None
     finally:
         worker.close()
         joblog.close()
@@ -793,6 +795,10 @@ def cmd_verify(args: argparse.Namespace) -> int:
                 file=sys.stderr,
             )
     return 0 if report.ok else 1
+
+
+_RECORDED_ARGS = ("identifiers", "search", "search_param", "itemlist", *_DEFAULTS)
+"""What ``download`` writes into the job log: the source and the options."""
 
 
 def _refuse_undecodable(values: Iterable[Any]) -> None:
@@ -814,7 +820,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         sys.stderr = _ForgivingStream(sys.stderr)
     try:
         args = parser.parse_args(argv)
-        _refuse_undecodable(vars(args).values())
+        if args.command == "download":
+            _refuse_undecodable(getattr(args, name) for name in _RECORDED_ARGS)
         if args.command == "download":
             return cmd_download(args)
         if args.command == "status":

@@ -43,7 +43,7 @@ class Shard:
 def parse_shard(text: str) -> Shard:
     """``"3/10"`` → Shard(3, 10)."""
     k, sep, n = text.partition("/")
-    if not sep or not k.strip().isdigit() or not n.strip().isdigit():
+    if not sep or not _digits(k) or not _digits(n):
         raise ShardError(f"--shard takes K/N with whole numbers, e.g. 3/10, not {text!r}")
     return Shard(int(k), int(n))
 
@@ -77,9 +77,15 @@ def shard_from_env(env: Mapping[str, str], shards: int | None) -> Shard | None:
     return None
 
 
+def _digits(text: str) -> bool:
+    """ASCII digits only: ``int()`` refuses some of what ``isdigit()`` accepts ("²")."""
+    text = text.strip()
+    return text.isascii() and text.isdigit()
+
+
 def _whole_number(env: Mapping[str, str], name: str) -> int:
     text = env[name].strip()
-    if not text.isascii() or not text.isdigit():
+    if not _digits(text):
         raise ShardError(f"{name} is not a whole number: {env[name]!r}")
     return int(text)
 

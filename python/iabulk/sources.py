@@ -11,6 +11,7 @@ losing or repeating an item.
 
 from __future__ import annotations
 
+import codecs
 import os
 import sys
 import time
@@ -176,6 +177,8 @@ def resolve(
     or doubled. Duplicates met after a restart are not counted as the
     source's duplicates.
     """
+    if first_seq >= MAX_SEQ:  # before the header: a refused resolve leaves the log as it was
+        raise _full_log()
     stats = ResolveStats()
     seq = first_seq
     unwritten = header
@@ -196,10 +199,7 @@ def resolve(
                     stats.duplicates += not stats.restarts
                     continue
                 if seq >= MAX_SEQ:
-                    raise JobLogError(
-                        f"a job log holds at most {MAX_SEQ:,} jobs; "
-                        "split the source over several logs with --shard K/N"
-                    )
+                    raise _full_log()
                 seq += 1
                 joblog.write_job(seq, identifier, op)
                 stats.added += 1
@@ -224,6 +224,28 @@ def resolve(
         }
     )
     return stats
+
+
+def _full_log() -> JobLogError:
+    return JobLogError(
+        f"a job log holds at most {MAX_SEQ:,} jobs; "
+        "split the source over several logs with --shard K/N"
+    )
+
+
+def check_itemlist(path: str) -> None:
+    """Refuse an item list that is not UTF-8 text before resolve commits the
+    log to it (resolve reads it line by line, after the source is recorded)."""
+    decoder = codecs.getincrementaldecoder("utf-8")()
+    try:
+        with open(path, "rb") as text:
+            while block := text.read(1 << 20):
+                decoder.decode(block)
+            decoder.decode(b"", final=True)
+    except OSError as exc:
+        raise UsageError(f"cannot read item list {path}: {exc.strerror or exc}") from None
+    except UnicodeDecodeError:
+        raise UsageError(f"cannot read item list {path}: it is not UTF-8 text") from None
 
 
 def itemlist_path(path: str) -> str:

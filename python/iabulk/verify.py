@@ -15,6 +15,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, Callable, Protocol
 
+from iabulk.errors import JobLogError
 from iabulk.joblog import JobLog
 
 __all__ = ["verify", "VerifyReport", "Checker"]
@@ -73,7 +74,10 @@ def verify(
 
     def requeue_of(seq: int) -> Callable[[], None]:
         def requeue() -> None:
-            log.requeue([seq], reason="verify")
+            try:
+                log.requeue([seq], reason="verify")
+            except OSError as exc:
+                raise JobLogError(f"cannot requeue in {log.path}: {exc.strerror or exc}") from None
             with lock:
                 report.requeued.append(seq)
 
@@ -83,6 +87,8 @@ def verify(
         requeue = requeue_of(job["seq"]) if repair else None
         try:
             return job, checker.check(job["id"], cancel, requeue)
+        except JobLogError:
+            raise  # the log cannot be written: no item can be requeued
         except Exception as exc:  # one unreadable item must not stop the others
             return job, f"{type(exc).__name__}: {exc}"
 

@@ -356,8 +356,9 @@ class DownloadWorker(BaseWorker):
         damaged item, and then its damaged files are removed, so that a resume
         fetches them again instead of trusting their size and mtime. A file
         of the right size is first stamped as unverified, so that a crash
-        between the requeue and the removal cannot leave it trusted; nothing
-        is removed before the item is pending, so no item stays ``completed``
+        between the requeue and the removal cannot leave it trusted (one that
+        cannot be stamped keeps its item completed, and says so); nothing is
+        removed before the item is pending, so no item stays ``completed``
         without its files.
         """
         try:
@@ -373,10 +374,12 @@ class DownloadWorker(BaseWorker):
             if requeue is not None:
                 requeue()
             return ["item directory missing"]
+        item_dir = os.path.join(home, subdir)
         problems: list[str] = []
-        damaged: list[str] = []
+        wrong_size: list[str] = []
+        wrong_md5: list[str] = []  # the right size: a resume would trust them as they are
         for f in files:
-            path = os.path.join(home, subdir, f.name)
+            path = os.path.join(item_dir, f.name)
             try:
                 st = os.stat(path)
             except OSError:
@@ -387,15 +390,26 @@ class DownloadWorker(BaseWorker):
                 problems.append(f"not a file: {f.name}")
             elif f.size is not None and st.st_size != f.size:
                 problems.append(f"wrong size {f.name} ({st.st_size} of {f.size} bytes)")
-                damaged.append(path)
+                wrong_size.append(path)
             elif f.md5 is not None and _file_md5(path) != f.md5:
                 problems.append(f"md5 mismatch {f.name}")
+                wrong_md5.append(path)
+        if not problems or requeue is None:
+            return problems
+        for path in wrong_md5:
+            try:
                 _stamp_unverified(path)
-                damaged.append(path)
-        if problems and requeue is not None:
-            requeue()
-            for path in damaged:
+            except OSError as exc:
+                name = os.path.relpath(path, item_dir)
+                problems.append(f"left completed: cannot mark {name} unverified ({exc.strerror})")
+                return problems
+        requeue()
+        for path in wrong_size + wrong_md5:
+            try:
                 _remove(path)
+            except OSError as exc:  # pending all the same: the resume checks it anew
+                name = os.path.relpath(path, item_dir)
+                problems.append(f"could not remove {name}: {exc.strerror}")
         return problems
 
     def _metadata(self, identifier: str, cancel: threading.Event) -> dict[str, Any]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import time
 
 from iabulk.throttle import AdaptiveLimit, RateGate, TokenBucket, parse_rate
 
@@ -58,6 +59,26 @@ def test_limit_ramps_up_while_long_transfers_run() -> None:
     clock.now += 1
     third.join(5)
     assert not third.is_alive() and limit.current == 4
+
+
+def test_every_burst_of_pushbacks_halves_while_requests_wait_at_the_gate() -> None:
+    """Permits held by requests waiting out a Retry-After are no sign of room:
+    after the first pushback the level grows only as transfers end well."""
+    clock = Clock()
+    limit = AdaptiveLimit(16, start=16, ramp_seconds=1.0, clock=clock)
+    never = threading.Event()
+    for _ in range(16):
+        assert limit.acquire(never)
+    waiter = threading.Thread(target=limit.acquire, args=(never,), daemon=True)
+    waiter.start()
+    levels = []
+    for _ in range(4):
+        limit.pushback()
+        clock.now += 2
+        time.sleep(0.3)  # the waiter polls: it must not grow the level back
+        levels.append(limit.current)
+    assert levels == [8, 4, 2, 1] and limit.pushbacks == 4
+    assert waiter.is_alive()
 
 
 def test_a_failed_transfer_holds_the_level() -> None:

@@ -26,3 +26,13 @@ def test_visible_escapes_control_characters_and_cuts() -> None:
     assert visible("plain name.bin") == "plain name.bin"
     assert visible("evil\n\x1b[2Jred") == "evil\\n\\x1b[2Jred"
     assert visible("x" * 300, 10) == "x" * 9 + "…"
+
+
+def test_bytes_a_resume_finds_on_disk_are_not_counted_as_received() -> None:
+    board = TransferBoard(1)
+    with board.slot("item", "big.bin", 30_000_000) as slot:
+        slot.resume_from(28_000_000)
+        slot.add(100_000)
+        assert slot.done == 28_100_000  # the file's bar shows how far the file is
+        assert board.bytes_transferred == 100_000
+    assert board.bytes_transferred == 100_000

@@ -25,9 +25,14 @@ class Slot:
     name: str = ""
     size: int = 0
     done: int = 0
+    resumed: int = 0
+    """Bytes already on disk when the transfer began (shown, not counted as received)."""
 
     def add(self, nbytes: int) -> None:
         self.done += nbytes
+
+    def resume_from(self, offset: int) -> None:
+        self.done = self.resumed = offset
 
 
 class TransferBoard:
@@ -43,19 +48,20 @@ class TransferBoard:
     @property
     def bytes_transferred(self) -> int:
         """Bytes received this run, including transfers still going."""
-        return self._bytes_finished + sum(s.done for s in self.slots if s.identifier)
+        return self._bytes_finished + sum(s.done - s.resumed for s in self.slots if s.identifier)
 
     @contextmanager
     def slot(self, identifier: str, name: str, size: int) -> Iterator[Slot]:
         """Hold a slot while one file moves."""
         with self._lock:
             slot = self.slots[self._free.pop()] if self._free else Slot(-1)
-            slot.size, slot.done, slot.name, slot.identifier = size, 0, name, identifier
+            slot.size, slot.name, slot.identifier = size, name, identifier
+            slot.done = slot.resumed = 0
         try:
             yield slot
         finally:
             with self._lock:
-                self._bytes_finished += slot.done
+                self._bytes_finished += slot.done - slot.resumed
                 self.files_done += 1
                 slot.identifier, slot.name, slot.done = "", "", 0
                 if slot.index >= 0:

@@ -50,11 +50,14 @@ class AdaptiveLimit:
 
     Starts at ``start`` and doubles after every ``ramp_seconds`` that passed
     with no pushback and no failed transfer, up to ``maximum``: when a
-    transfer ends well, or while one is under way and another waits for a
-    permit (so a run of large files ramps up before its first file ends).
-    After the first :meth:`pushback` (a 429/503) it halves and from then on
-    grows by one per quiet interval. Pushbacks within one interval count
-    once, so a burst of 429s from many threads halves the level once.
+    transfer ends well, or, until the first pushback, while one is under way
+    and another waits for a permit (so a run of large files ramps up before
+    its first file ends). After the first :meth:`pushback` (a 429/503) it
+    halves and from then on grows by one per quiet interval, only as
+    transfers end well (a permit held by a request waiting out a
+    ``Retry-After`` is no sign of room). Pushbacks within one interval of the
+    last counted one count once, so a burst of 429s from many threads halves
+    the level once.
     """
 
     def __init__(
@@ -75,20 +78,23 @@ class AdaptiveLimit:
         self._slow_start = True
         self._last_change = clock()
         self._last_failure = -float("inf")
+        self._last_pushback = -float("inf")
         self._cond = threading.Condition()
 
     def acquire(self, cancel: threading.Event) -> bool:
         """Wait for a permit; False if cancelled first."""
-        grown = 0
+        level = 0
         with self._cond:
             while self._in_use >= self.current:
                 if cancel.is_set():
                     return False
-                grown = self._grow() if self._in_use else 0
-                if not grown:
+                grown = self._grow() if self._in_use and self._slow_start else 0
+                if grown:
+                    level = grown
+                else:
                     self._cond.wait(0.2)
             self._in_use += 1
-        self._announce(grown)
+        self._announce(level)
         return True
 
     def release(self, succeeded: bool) -> None:
@@ -118,11 +124,11 @@ class AdaptiveLimit:
     def pushback(self) -> None:
         with self._cond:
             now = self._clock()
-            if not (self._slow_start or now - self._last_change >= self.ramp_seconds):
-                return
+            if now - self._last_pushback < self.ramp_seconds:
+                return  # the same burst
             self._slow_start = False
             self.current = max(1, self.current // 2)
-            self._last_change = now
+            self._last_change = self._last_pushback = now
             self.pushbacks += 1
             level = self.current
         if self.on_change is not None:

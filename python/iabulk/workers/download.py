@@ -802,7 +802,7 @@ class DownloadWorker(BaseWorker):
         out = os.open(part, mode, 0o666)
         try:
             with self.board.slot(item.identifier, f.name, f.size or 0) as slot:
-                slot.add(offset)
+                slot.resume_from(offset)
                 try:
                     # One reused buffer; each chunk is hashed and written before the next read.
                     for chunk in iter_body(response, self._chunk):

@@ -10,7 +10,7 @@ import json
 import os
 import subprocess
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -371,7 +371,7 @@ def test_an_empty_shard_is_nothing_to_do_every_time(tmp_path: Path) -> None:
     assert (
         first.returncode == 0 and "none of the 1 identifier(s) fall in this shard" in first.stderr
     )
-    assert again.returncode == 0 and "nothing left to do" in again.stderr
+    assert again.returncode == 0 and "fall in this shard" in again.stderr
 
 
 @pytest.mark.parametrize(
@@ -530,3 +530,155 @@ def test_a_log_path_that_is_not_utf8_is_fine_to_read(tmp_path: Path) -> None:
     result = subprocess.run([IABULK, b"status", log], capture_output=True, timeout=60)
     assert result.returncode == 0, result.stderr
     assert b"0/1 jobs done" in result.stdout
+
+
+# -- sources given again ---------------------------------------------------------
+
+
+def _tail(log: Path, dest: Path) -> list[str]:
+    return ["--joblog", str(log), "--destdir", str(dest), "--disk-margin", "0"]
+
+
+def test_an_item_list_given_again_adds_what_is_new_in_it(
+    standin: Callable[..., ArchiveStandin], tmp_path: Path
+) -> None:
+    corpus = Corpus()
+    for name in ("a", "b", "c", "d"):
+        corpus.add_item(name, [("f.bin", 500)], collection="c")
+    srv = standin(corpus)
+    items, log = tmp_path / "items.txt", tmp_path / "j.jsonl"
+    items.write_text("a\nb\n")
+    args = ["download", "--itemlist", str(items), *_tail(log, tmp_path)]
+    assert run(args, env=srv.client_env()).returncode == 0
+    items.write_text("a\nb\nc\n\nd\nc\n")
+    again = run(args, env=srv.client_env())
+    assert again.returncode == 0, again.stderr
+    assert "2 new job(s), 2 already in the log; 1 duplicate(s)" in again.stderr
+    assert all((tmp_path / name / "f.bin").exists() for name in "abcd")
+    plain = run(["download", "--joblog", str(log)], env=srv.client_env())
+    assert plain.returncode == 0 and "resolving" not in plain.stderr, plain.stderr
+
+
+def test_a_search_param_given_twice_counts_once_and_resumes(
+    srv: ArchiveStandin, tmp_path: Path
+) -> None:
+    log = tmp_path / "j.jsonl"
+    args = ["download", "--search", "collection:c", "--search-param", "rows:5000"]
+    args += ["--search-param", "rows:100", *_tail(log, tmp_path), "-q"]
+    assert run(args, env=srv.client_env()).returncode == 0
+    record = json.loads(log.read_text().splitlines()[0])
+    assert record["source"]["params"] == {"rows": "100"}
+    again = run(args, env=srv.client_env())
+    assert again.returncode == 0, again.stderr
+    other = run([*args[:2], "collection:c", *_tail(log, tmp_path)], env=srv.client_env())
+    assert_one_line_error(other, 2, "started for search 'collection:c' with rows:100, not")
+
+
+def test_a_shard_that_contradicts_the_log_is_refused_without_a_source(tmp_path: Path) -> None:
+    log = tmp_path / "j.jsonl"
+    source = {"kind": "search", "query": "collection:c", "shard": "1/3"}
+    log.write_text(_event({"event": "source", "op": "download", "source": source}))
+    before = log.read_bytes()
+    for extra, env in (
+        (["--shard", "2/3"], {}),
+        (["--shards", "3"], {"JOB_COMPLETION_INDEX": "2"}),
+    ):
+        result = run(["download", "--joblog", str(log), *extra], env={**os.environ, **env})
+        assert_one_line_error(result, 2, "is shard 1/3 of its source, not shard")
+        assert log.read_bytes() == before
+
+
+def test_identifiers_resume_as_resolve_took_them(srv: ArchiveStandin, tmp_path: Path) -> None:
+    log = tmp_path / "j.jsonl"
+    first = run(
+        ["download", "one", "one", " nope ", "", *_tail(log, tmp_path), "-q"], env=srv.client_env()
+    )
+    assert first.returncode == 1, first.stderr  # nope does not exist
+    again = run(["download", "nope", "one", *_tail(log, tmp_path), "-q"], env=srv.client_env())
+    assert again.returncode == 1 and "started for" not in again.stderr, again.stderr
+
+
+def test_an_interrupted_stdin_resolve_asks_for_stdin_again(tmp_path: Path) -> None:
+    log = tmp_path / "j.jsonl"
+    source = {"kind": "itemlist", "path": "-"}
+    log.write_text(
+        _event({"event": "source", "op": "download", "source": source})
+        + _event({"event": "job", "seq": 1, "id": "a", "op": "download"})
+    )
+    result = run(["download", "--joblog", str(log), "-q"])
+    assert_one_line_error(result, 2, "pass it again with --itemlist -")
+
+
+def test_a_search_restarted_part_way_says_so(tmp_path: Path) -> None:
+    from iabulk._native import IdSet
+    from iabulk.errors import TransientSourceError
+    from iabulk.joblog import JobLog
+    from iabulk.sources import Source, resolve
+
+    calls = []
+
+    def flaky(query: str, params: dict[str, str]) -> Iterator[str]:
+        calls.append(query)
+        yield "a"
+        if len(calls) < 3:
+            raise TransientSourceError("search failed: too many 503 error responses")
+        yield "b"
+
+    said: list[str] = []
+    log = JobLog(tmp_path / "j.jsonl")
+    stats = resolve(
+        log,
+        Source("search", query="q"),
+        "download",
+        IdSet(),
+        0,
+        flaky,
+        say=said.append,
+        sleep=lambda seconds: None,
+    )
+    log.close()
+    assert (stats.added, stats.duplicates, stats.restarts) == (2, 0, 2)
+    assert said == [
+        "search failed: too many 503 error responses; starting it again in 2 s (1 of 5)",
+        "search failed: too many 503 error responses; starting it again in 4 s (2 of 5)",
+    ]
+
+
+def test_no_directories_takes_one_destdir(tmp_path: Path) -> None:
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    log = tmp_path / "j.jsonl"
+    args = ["download", "one", "--no-directories", "--joblog", str(log)]
+    result = run([*args, "--destdir", str(tmp_path / "a"), "--destdir", str(tmp_path / "b")])
+    assert_one_line_error(result, 2, "--no-directories takes one --destdir")
+    assert not log.exists()
+
+
+def test_the_default_destdir_is_recorded_whole_and_verify_finds_other_destdirs(
+    srv: ArchiveStandin, tmp_path: Path
+) -> None:
+    """Started here with no --destdir, resumed from elsewhere with another one:
+    verify, given nothing, still finds every item where it completed."""
+    here, there = tmp_path / "here", tmp_path / "there"
+    here.mkdir()
+    there.mkdir()
+    log = tmp_path / "j.jsonl"
+    first = run(
+        ["download", "one", "--joblog", str(log), "--disk-margin", "0", "-q"],
+        env=srv.client_env(),
+        cwd=here,
+    )
+    assert first.returncode == 0, first.stderr
+    record = json.loads(log.read_text().splitlines()[0])
+    assert record["options"]["destdir"] == [str(here)]
+    log.write_text(log.read_text().replace('"event":"completed"', '"event":"requeued"'))
+    (here / "one" / "a.bin").unlink()
+    moved = run(
+        ["download", "--joblog", str(log), "--destdir", str(there), "-q"],
+        env=srv.client_env(),
+        cwd=tmp_path,
+    )
+    assert moved.returncode == 0, moved.stderr
+    assert (there / "one" / "a.bin").exists()
+    checked = run(["verify", str(log)], env=srv.client_env(), cwd=tmp_path)
+    assert checked.returncode == 0, checked.stderr

@@ -611,3 +611,40 @@ def test_a_slow_link_writes_and_counts_in_small_steps(
     resumed = iabulk(srv, "download", "--joblog", str(log), "-q")
     assert resumed.returncode == 0, resumed.stderr
     assert_verified(corpus, dest, corpus.identifiers())
+
+
+class _OnTheFly(Corpus):
+    """Serves a texts item's on-the-fly derivatives without listing them, as archive.org does."""
+
+    def file_entries(self, item: Any) -> list[dict[str, str]]:
+        made = {f"{item.identifier}{s}" for s in (".epub", ".mobi", "_daisy.zip")}
+        return [e for e in super().file_entries(item) if e["name"] not in made]
+
+
+@pytest.mark.parametrize(
+    "flags, expected",
+    [
+        ([], {"a.pdf", "book.epub", "book.mobi", "book_daisy.zip"}),
+        (["--glob", "*.pdf"], {"a.pdf"}),
+        (["-f", "EPUB"], {"book.epub"}),
+        (["--glob", "*.epub|*.mobi", "--exclude", "*.mobi"], {"book.epub"}),
+    ],
+    ids=["all", "glob", "format", "glob-exclude"],
+)
+def test_on_the_fly_files_pass_the_same_filters(
+    standin: Callable[..., ArchiveStandin],
+    tmp_path: Path,
+    dest: Path,
+    flags: list[str],
+    expected: set[str],
+) -> None:
+    corpus = _OnTheFly()
+    files = [("a.pdf", 300), ("book.epub", 200), ("book.mobi", 100), ("book_daisy.zip", 50)]
+    corpus.add_item("book", files, metadata={"mediatype": "texts"})
+    srv = standin(corpus)
+    log = tmp_path / "run.jsonl"
+    args = ["download", "book", "--on-the-fly", *flags, "--joblog", str(log)]
+    result = iabulk(srv, *args, "--destdir", str(dest), "--disk-margin", "0", "-q")
+    assert result.returncode == 0, result.stderr
+    got = {p.name for p in (dest / "book").iterdir()} - {"book_meta.xml", "book_files.xml"}
+    assert got == expected

@@ -1780,3 +1780,26 @@ def test_a_kill_while_an_item_moves_to_a_disk_with_room_loses_nothing(
     check_consistent(view, disks, {"mover"})
     assert view.completed_ids == {"mover"} and disks.home("mover") == dests[1]
     assert not list(roomy.rglob("*.iabulk-moving")) and not disks.parts()
+
+
+def test_no_directories_never_overwrites_another_items_file_across_runs(
+    standin: Callable[..., ArchiveStandin], tmp_path: Path
+) -> None:
+    """p2 clashes with p1 and is refused without claiming anything, so p3 still
+    runs; and `--retry-failed` later must not put p2's thumb over completed p1's."""
+    corpus = Corpus()
+    corpus.add_item("p1", [("thumb.jpg", 100)], collection="nd")
+    corpus.add_item("p2", [("thumb.jpg", 200), ("two.txt", 50)], collection="nd")
+    corpus.add_item("p3", [("two.txt", 60)], collection="nd")
+    srv = standin(corpus)
+    log, dest = tmp_path / "j.jsonl", tmp_path / "files"
+    dest.mkdir()
+    args = ["--no-directories", "--joblog", str(log), "--destdir", str(dest), "-w", "1"]
+    first = iabulk(srv, "download", "p1", "p2", "p3", *args, "--disk-margin", "0", "-q")
+    assert first.returncode == 1, first.stderr
+    assert read_log(log).completed_ids == {"p1", "p3"}
+    retried = iabulk(srv, "download", "--joblog", str(log), "--retry-failed", "-q")
+    assert retried.returncode == 1
+    assert "'thumb.jpg' is already there and is not this item's file" in retried.stderr
+    assert (dest / "thumb.jpg").read_bytes() == corpus.read("p1", "thumb.jpg")
+    assert (dest / "two.txt").read_bytes() == corpus.read("p3", "two.txt")

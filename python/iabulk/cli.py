@@ -12,6 +12,7 @@ import argparse
 import contextlib
 import json
 import os
+import re
 import shutil
 import signal
 import sys
@@ -36,7 +37,7 @@ from iabulk.joblog import JobLog
 from iabulk.progress import TransferBoard
 from iabulk.report import merge_analytics, render_status
 from iabulk.session import ia_session, session_factory
-from iabulk.shard import ShardError, parse_shard, shard_from_env
+from iabulk.shard import Shard, ShardError, parse_shard, shard_from_env
 from iabulk.sources import Source, check_itemlist, itemlist_path, resolve
 from iabulk.throttle import AdaptiveLimit, RateGate, TokenBucket, parse_rate
 from iabulk.ui import make_ui
@@ -323,7 +324,9 @@ def _status_text(logs: Sequence[JobLog], as_json: bool) -> str:
 # -- download ------------------------------------------------------------------
 
 
-def _source_from_args(args: argparse.Namespace) -> Source | None:
+def _source_from_args(args: argparse.Namespace) -> tuple[Source | None, Shard | None]:
+    """The source given on the command line (None on a plain resume), and the
+    shard given or set by a scheduler (None outside an array job)."""
     given = [bool(args.search), bool(args.itemlist), bool(args.identifiers)]
     if sum(given) > 1:
         raise UsageError("give one source: --search, --itemlist or identifiers")
@@ -334,15 +337,16 @@ def _source_from_args(args: argparse.Namespace) -> Source | None:
     except ShardError as exc:
         raise UsageError(str(exc)) from None
     if not any(given):
-        return None
+        return None, shard
     if args.search:
-        params = []
+        params: dict[str, str] = {}
         for pair in args.search_param:
             key, sep, value = pair.partition(":")
             if not sep or not key:
                 raise UsageError(f"--search-param takes KEY:VALUE, not {pair!r}")
-            params.append((key, value))
-        return Source("search", query=args.search, params=tuple(sorted(params)), shard=shard)
+            params[key] = value  # a key given twice: the last one counts
+        pairs = tuple(sorted(params.items()))
+        return Source("search", query=args.search, params=pairs, shard=shard), shard
     if args.itemlist:
         path = itemlist_path(args.itemlist)
         if path != "-" and not os.path.isfile(path):
@@ -355,8 +359,8 @@ def _source_from_args(args: argparse.Namespace) -> Source | None:
             )
         if path != "-":
             check_itemlist(path)
-        return Source("itemlist", path=path, shard=shard)
-    return Source("ids", ids=tuple(args.identifiers), shard=shard)
+        return Source("itemlist", path=path, shard=shard), shard
+    return Source("ids", ids=tuple(args.identifiers), shard=shard), shard
 
 
 def _options(args: argparse.Namespace, recorded: dict[str, Any]) -> dict[str, Any]:
@@ -368,6 +372,8 @@ def _options(args: argparse.Namespace, recorded: dict[str, Any]) -> dict[str, An
         if "" in args.destdir:  # as an unset shell variable gives: not "here"
             raise UsageError("--destdir needs a directory, not an empty string")
         options["destdir"] = [os.path.abspath(d) for d in args.destdir]
+    elif "destdir" not in recorded:  # the default, "here", is where this run starts
+        options["destdir"] = [os.path.abspath(".")]
     return options
 
 
@@ -417,6 +423,10 @@ def _check_options(options: dict[str, Any]) -> tuple[int, DiskPool]:
         margin = parse_size(str(options["disk_margin"]))
     except ValueError as exc:
         raise UsageError(f"--disk-margin: {exc}") from None
+    if options["no_directories"] and len(options["destdir"]) > 1:
+        # An item's files would lie loose among other items' on whichever disk
+        # had room: nothing could tell which disk holds which item.
+        raise UsageError("--no-directories takes one --destdir")
     for dest in options["destdir"]:
         if os.path.exists(dest) and not os.path.isdir(dest):
             raise UsageError(f"destination is not a directory: {dest}")
@@ -444,9 +454,16 @@ def _search_fn(config_file: str | None) -> Any:
                     raise SourceError(f"search failed: {result['error']}")
                 yield str(result["identifier"])
         except (OSError, ValueError) as exc:
-            raise TransientSourceError(f"search failed: {type(exc).__name__}") from None
+            raise TransientSourceError(f"search failed: {_cause(exc)}") from None
 
     return search
+
+
+def _cause(exc: BaseException) -> str:
+    """A failed request's cause in a few words: urllib3 buries it after
+    "Caused by", behind the URL (which may be long)."""
+    caused = re.search(r"Caused by \w+\(['\"]?(.*?)['\"]?\)+$", str(exc))
+    return caused.group(1) if caused else type(exc).__name__
 
 
 class _Interrupts:
@@ -518,7 +535,7 @@ def _recorded_run(snapshot: Snapshot, path: str) -> tuple[Source | None, dict[st
 
 
 def cmd_download(args: argparse.Namespace) -> int:
-    cli_source = _source_from_args(args)
+    cli_source, cli_shard = _source_from_args(args)
     if not _check_log_path(args.joblog):
         # A new log: every option comes from this command line, so a bad one
         # is refused before the log is created.
@@ -534,7 +551,7 @@ def cmd_download(args: argparse.Namespace) -> int:
     interrupts = _Interrupts()
     interrupts.install()
     try:
-        code = _download(args, joblog, cli_source, interrupts)
+        code = _download(args, joblog, cli_source, cli_shard, interrupts)
     except KeyboardInterrupt:
         code = 130
         print("iabulk: interrupted; run the same command again to resume", file=sys.stderr)
@@ -552,10 +569,11 @@ def cmd_download(args: argparse.Namespace) -> int:
 def _difference(given: Source, recorded: Source) -> str:
     """How the source given now differs from the one a log was started for."""
     if given.kind == recorded.kind == "ids" and given.shard == recorded.shard:
-        new = sorted(set(given.ids) - set(recorded.ids))
+        mine, theirs = given.id_set(), recorded.id_set()
+        new = sorted(mine - theirs)
         if new:
-            return f"these {len(given.ids)}: {new[0]!r} is not among them"
-        return f"these {len(given.ids)}, which leave out {len(set(recorded.ids) - set(given.ids))}"
+            return f"these {len(mine)}: {new[0]!r} is not among them"
+        return f"these {len(mine)}, which leave out {len(theirs - mine)}"
     return given.describe()
 
 
@@ -601,12 +619,21 @@ def _is_event_line(line: bytes) -> bool:
 
 
 def _download(
-    args: argparse.Namespace, joblog: JobLog, cli_source: Source | None, interrupts: _Interrupts
+    args: argparse.Namespace,
+    joblog: JobLog,
+    cli_source: Source | None,
+    cli_shard: Shard | None,
+    interrupts: _Interrupts,
 ) -> int:
     snapshot = joblog.snapshot()
     recorded_source, recorded_options, recorded_op = _recorded_run(snapshot, args.joblog)
     if recorded_op != OP:
         raise JobLogError(f"{args.joblog} is a job log for '{recorded_op}', not {OP}")
+    if cli_shard and recorded_source and recorded_source.shard != cli_shard:
+        raise JobLogError(
+            f"{args.joblog} is shard {recorded_source.shard or '(none)'} of its source, "
+            f"not shard {cli_shard}; use the log of that shard"
+        )
     if cli_source and recorded_source and not cli_source.same_as(recorded_source):
         raise JobLogError(
             f"{args.joblog} was started for {recorded_source.describe()}, "
@@ -626,12 +653,13 @@ def _download(
 
     if workers > POLITE_WORKERS:
         say(f"warning: {workers} workers; archive.org may block clients with many connections")
-    # A log without a source record was written by another tool (or by the
-    # upstream engine): its jobs stand; a source given now is resolved into it
-    # with duplicates skipped, so nothing is added twice.
-    if source is not None and (not snapshot.resolved or recorded_source is None):
+    # A source given again is resolved again: what is new in it (an edited
+    # item list, new items in a collection) is added, the rest skipped. A log
+    # without a source record was written by another tool (or the upstream
+    # engine): its jobs stand, and a source given now is resolved into it.
+    if source is not None and (cli_source is not None or not snapshot.resolved):
         if source.kind == "itemlist" and source.path == "-" and cli_source is None:
-            raise SourceError(
+            raise UsageError(
                 "resolve was interrupted and the item list came from stdin: "
                 "pass it again with --itemlist -"
             )
@@ -645,10 +673,16 @@ def _download(
         # Only a resolve needs every identifier at hand (16+ bytes a job).
         known = (joblog.snapshot(collect_ids=True).ids if snapshot.total else None) or IdSet()
         search = _search_fn(args.config_file)
-        stats = resolve(joblog, source, OP, known, snapshot.max_seq, search, header=header)
+        try:
+            stats = resolve(joblog, source, OP, known, snapshot.max_seq, search, header, say)
+        except TransientSourceError as exc:
+            raise SourceError(
+                f"{exc}, again and again; the jobs found so far are kept: "
+                "run the same command again to go on"
+            ) from None
         say(
-            f"resolved: {stats.added} new job(s), {stats.duplicates} duplicate(s) "
-            f"and {stats.empty} empty line(s) skipped"
+            f"resolved: {stats.added} new job(s), {stats.known} already in the log; "
+            f"{stats.duplicates} duplicate(s) and {stats.empty} empty line(s) skipped"
         )
         snapshot = joblog.snapshot()
         if snapshot.total == 0 and not stats.other_shards:
@@ -776,6 +810,9 @@ def cmd_verify(args: argparse.Namespace) -> int:
     for dest in destdirs:
         if not os.path.isdir(dest):
             raise UsageError(f"destination directory does not exist: {dest}")
+    if not args.destdir:  # also where items completed: a resume may have been given others
+        used = joblog.analytics()["disks"]
+        destdirs = [*destdirs, *(d for d in used if d not in destdirs and os.path.isdir(d))]
     if args.requeue:  # hold the log before removing anything, so the requeue cannot be refused
         try:
             joblog.open_for_append()

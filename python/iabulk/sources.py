@@ -82,16 +82,22 @@ class Source:
     def same_as(self, other: Source) -> bool:
         """Whether ``other`` names the same items: identifiers in any order, each once."""
         if self.kind == other.kind == "ids":
-            return self.shard == other.shard and set(self.ids) == set(other.ids)
+            return self.shard == other.shard and self.id_set() == other.id_set()
         return self == other
+
+    def id_set(self) -> frozenset[str]:
+        """The identifiers as resolve takes them: stripped, blanks dropped."""
+        return frozenset(i.strip() for i in self.ids) - {""}
 
     def describe(self) -> str:
         if self.kind == "search":
             what = f"search {self.query!r}"
+            if self.params:
+                what += " with " + ", ".join(f"{k}:{v}" for k, v in self.params)
         elif self.kind == "itemlist":
             what = "item list " + ("<stdin>" if self.path == "-" else self.path)
         else:
-            what = f"{len(self.ids)} identifier(s)"
+            what = f"{len(self.id_set())} identifier(s)"
         return f"{what}, shard {self.shard}" if self.shard else what
 
 
@@ -100,7 +106,10 @@ class ResolveStats:
     """Counts from one resolve."""
 
     added: int = 0
+    known: int = 0
+    """Identifiers the log already had."""
     duplicates: int = 0
+    """Identifiers the source itself gave more than once."""
     empty: int = 0
     other_shards: int = 0
     restarts: int = 0
@@ -155,14 +164,15 @@ def resolve(
     first_seq: int,
     search: SearchFn,
     header: dict[str, Any] | None = None,
-    progress: Callable[[int], None] | None = None,
+    say: Callable[[str], None] = lambda text: None,
     retries: int = SEARCH_RETRIES,
     sleep: Callable[[float], None] = time.sleep,
 ) -> ResolveStats:
     """Append a job line for every new identifier of ``source``.
 
     ``known`` holds the identifiers the log already has (from an earlier,
-    interrupted resolve), so they are not added twice. Job lines are
+    interrupted resolve, or a finished one: a source resolved again adds
+    only what is new in it), so they are not added twice. Job lines are
     batched; the closing ``resolved`` record is durable, and only its
     presence tells a later run that resolve finished.
 
@@ -175,13 +185,14 @@ def resolve(
     failure) after a growing pause, up to ``retries`` times; identifiers
     already added are skipped as they come round again, so nothing is lost
     or doubled. Duplicates met after a restart are not counted as the
-    source's duplicates.
+    source's duplicates. ``say`` tells the user of each restart.
     """
     if first_seq >= MAX_SEQ:  # before the header: a refused resolve leaves the log as it was
         raise _full_log()
     stats = ResolveStats()
     seq = first_seq
     unwritten = header
+    fresh = IdSet()  # added by this resolve: telling the source's own duplicates apart
     while True:
         try:
             for raw in iter_identifiers(source, search):
@@ -195,7 +206,10 @@ def resolve(
                 if source.shard is not None and not source.shard.owns(identifier):
                     stats.other_shards += not stats.restarts
                     continue
-                if not known.add(identifier):
+                if identifier in known:
+                    stats.known += not stats.restarts
+                    continue
+                if not fresh.add(identifier):
                     stats.duplicates += not stats.restarts
                     continue
                 if seq >= MAX_SEQ:
@@ -203,20 +217,21 @@ def resolve(
                 seq += 1
                 joblog.write_job(seq, identifier, op)
                 stats.added += 1
-                if progress is not None and stats.added % 1000 == 0:
-                    progress(stats.added)
             break
-        except TransientSourceError:
+        except TransientSourceError as exc:
             if stats.restarts >= retries:
                 raise
             stats.restarts += 1
-            sleep(min(60.0, 2.0**stats.restarts))
+            pause = min(60.0, 2.0**stats.restarts)
+            say(f"{exc}; starting it again in {pause:.0f} s ({stats.restarts} of {retries})")
+            sleep(pause)
     if unwritten is not None:
         return stats
     joblog.write_record(
         {
             "event": "resolved",
             "added": stats.added,
+            "known": stats.known,
             "duplicates": stats.duplicates,
             "empty": stats.empty,
             "other_shards": stats.other_shards,

@@ -60,6 +60,15 @@ HELP_MIN_FILES = 8
 """Helpers join an item only while it has this many files waiting: a helper
 opens another connection to the item's data node, which pays off only over
 several files (one wide item), not for the last few files of a small one."""
+ON_THE_FLY = [
+    (".epub", "EPUB"),
+    (".mobi", "MOBI"),
+    ("_daisy.zip", "DAISY"),
+    ("_archive_marc.xml", "MARCXML"),
+]
+"""Derivatives archive.org makes on request for texts (--on-the-fly): suffix, format."""
+DISK_WAIT_MAX = 60.0
+"""Seconds between looks for room, at most, while every destination is full."""
 MAX_GATE_WAITS = 30
 """429/503 answers one request may sit out before its job is handed back to the engine."""
 
@@ -263,6 +272,8 @@ class DownloadWorker(BaseWorker):
         self._open: list[_Work] = []
         self._streams = 0
         self._helpers = 0
+        self._full_waits = 0
+        """Items refused for want of room in a row (no lock: a rough count will do)."""
         # --no-directories: which item of this run each file name belongs to.
         self._claims: dict[str, str] = {}
         self._claims_lock = threading.Lock()
@@ -304,8 +315,10 @@ class DownloadWorker(BaseWorker):
                 backoff_seconds=max(1.0, self.gate.remaining()),
             )
         except DisksFull as exc:
+            self._full_waits += 1  # waits growing from 2 s: not a log line every 2 s for days
+            wait = min(DISK_WAIT_MAX, 2.0 ** min(self._full_waits, 6))
             return WorkerResult(
-                False, identifier, error=str(exc), backoff=True, backoff_seconds=2.0
+                False, identifier, error=str(exc), backoff=True, backoff_seconds=wait
             )
         except TooLarge as exc:
             return WorkerResult(False, identifier, error=str(exc), retry=False)
@@ -369,31 +382,20 @@ class DownloadWorker(BaseWorker):
         if not files:
             return []
         subdir = "" if self.options.no_directories else identifier
-        home = self.disks.holding(subdir)
-        if home is None:
+        # Where the item's directory is: usually one destination, but a run
+        # resumed with other --destdir may have left a partial copy elsewhere.
+        item_dirs = [
+            os.path.join(d, subdir)
+            for d in self.disks.destdirs
+            if os.path.isdir(os.path.join(d, subdir))
+        ]
+        if not item_dirs:
             if requeue is not None:
                 requeue()
             return ["item directory missing"]
-        item_dir = os.path.join(home, subdir)
-        problems: list[str] = []
-        wrong_size: list[str] = []
-        wrong_md5: list[str] = []  # the right size: a resume would trust them as they are
-        for f in files:
-            path = os.path.join(item_dir, f.name)
-            try:
-                st = os.stat(path)
-            except OSError:
-                if not f.optional:
-                    problems.append(f"missing {f.name}")
-                continue
-            if not stat.S_ISREG(st.st_mode):
-                problems.append(f"not a file: {f.name}")
-            elif f.size is not None and st.st_size != f.size:
-                problems.append(f"wrong size {f.name} ({st.st_size} of {f.size} bytes)")
-                wrong_size.append(path)
-            elif f.md5 is not None and _file_md5(path) != f.md5:
-                problems.append(f"md5 mismatch {f.name}")
-                wrong_md5.append(path)
+        item_dir, problems, wrong_size, wrong_md5 = min(
+            (_inspect(d, files) for d in item_dirs), key=lambda found: len(found[1])
+        )
         if not problems or requeue is None:
             return problems
         for path in wrong_md5:
@@ -445,7 +447,15 @@ class DownloadWorker(BaseWorker):
         opts = self.options
         chosen: list[_File] = []
         refused: list[str] = []
-        for entry in metadata["files"]:
+        entries = list(metadata["files"])
+        if opts.on_the_fly and metadata.get("metadata", {}).get("mediatype") == "texts":
+            # Made on request, listed nowhere: named as ia names them, and
+            # filtered like any listed file.
+            entries += [
+                {"name": identifier + suffix, "format": fmt, "source": "derivative", "otf": True}
+                for suffix, fmt in ON_THE_FLY
+            ]
+        for entry in entries:
             if not isinstance(entry, dict) or not isinstance(entry.get("name"), str):
                 continue
             name = entry["name"]
@@ -469,11 +479,9 @@ class DownloadWorker(BaseWorker):
                     _int(entry.get("size")),
                     _md5(entry.get("md5")),
                     _mtime(entry.get("mtime")),
+                    optional=entry.get("otf") is True,
                 )
             )
-        if opts.on_the_fly and metadata.get("metadata", {}).get("mediatype") == "texts":
-            for suffix in (".epub", ".mobi", "_daisy.zip", "_archive_marc.xml"):
-                chosen.append(_File(identifier + suffix, None, None, None, optional=True))
         # A name listed twice is one file: fetching it twice at once would race on its
         # temporary file. The first listing counts.
         unique = {f.name: f for f in reversed(chosen)}
@@ -482,14 +490,17 @@ class DownloadWorker(BaseWorker):
     def _claim(self, identifier: str, files: list[_File]) -> None:
         """Under --no-directories all items share one directory: a file name that
         another item of this run uses would overwrite that item's file (or race
-        it), so the item asking second is refused. (Across runs nothing tells
-        whose a file is; as with ``ia download``, the last one wins.)"""
+        it), so the item asking second is refused, and claims nothing. (Across
+        runs, :meth:`_fetch` refuses to overwrite a file that is not this item's.)"""
         with self._claims_lock:
+            claims = self._claims
             taken = [
-                (f.name, owner)
+                (f.name, claims[f.name])
                 for f in files
-                if (owner := self._claims.setdefault(f.name, identifier)) != identifier
+                if claims.get(f.name, identifier) != identifier
             ]
+            if not taken:
+                claims.update((f.name, identifier) for f in files)
         if taken:
             name, owner = taken[0]
             raise _Permanent(f"--no-directories: {name!r} is also a file of item {owner}")
@@ -502,6 +513,7 @@ class DownloadWorker(BaseWorker):
             self._claim(identifier, files)
         remaining = sum(f.size or 0 for f in files)
         reservation = self.disks.reserve(subdir, remaining, lambda root: _present(root, files))
+        self._full_waits = 0
         root = os.path.join(reservation.path, subdir)
         item = _Item(identifier, root, reservation, fresh=bool(subdir) and not os.path.isdir(root))
         work = _Work(item, deque(files), cancel)
@@ -613,6 +625,11 @@ class DownloadWorker(BaseWorker):
         try:
             if not item.fresh and self._already_there(target, f):
                 return 0
+            if self.options.no_directories and os.path.lexists(target):
+                raise _Permanent(
+                    f"--no-directories: {f.name!r} is already there and is not this "
+                    "item's file (another item's, or another version): not overwritten"
+                )
             directory = os.path.dirname(target)
             if directory not in item.dirs:
                 os.makedirs(directory, exist_ok=True)
@@ -838,6 +855,32 @@ def _finish_file(part: str, target: str, f: _File) -> None:
     if f.mtime is not None:
         os.utime(part, (f.mtime, f.mtime))
     os.replace(part, target)
+
+
+def _inspect(item_dir: str, files: list[_File]) -> tuple[str, list[str], list[str], list[str]]:
+    """What is wrong with ``files`` under ``item_dir``: the problems, the files
+    of the wrong size, and those of the right size but the wrong md5 (a resume
+    would trust them as they are)."""
+    problems: list[str] = []
+    wrong_size: list[str] = []
+    wrong_md5: list[str] = []
+    for f in files:
+        path = os.path.join(item_dir, f.name)
+        try:
+            st = os.stat(path)
+        except OSError:
+            if not f.optional:
+                problems.append(f"missing {f.name}")
+            continue
+        if not stat.S_ISREG(st.st_mode):
+            problems.append(f"not a file: {f.name}")
+        elif f.size is not None and st.st_size != f.size:
+            problems.append(f"wrong size {f.name} ({st.st_size} of {f.size} bytes)")
+            wrong_size.append(path)
+        elif f.md5 is not None and _file_md5(path) != f.md5:
+            problems.append(f"md5 mismatch {f.name}")
+            wrong_md5.append(path)
+    return item_dir, problems, wrong_size, wrong_md5
 
 
 def _stamp_unverified(path: str) -> None:

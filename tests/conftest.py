@@ -3,10 +3,13 @@
 Archive stand-in (see ``tests/standin``): ``standin`` starts servers,
 ``small_corpus`` is the demo corpus, ``iabulk_env`` builds the environment of
 a client subprocess (``iabulk``, ``ia`` or ``python``) that must talk to one.
+``small_disks`` mounts small tmpfs file systems (as root; skips otherwise).
 """
 
 from __future__ import annotations
 
+import os
+import subprocess
 import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -55,3 +58,26 @@ def small_corpus() -> Corpus:
 def iabulk_env_fixture() -> Callable[..., dict[str, str]]:
     """The :func:`iabulk_env` helper, for tests that take fixtures only."""
     return iabulk_env
+
+
+@pytest.fixture
+def small_disks(tmp_path: Path) -> Iterator[Callable[[str, str], Path]]:
+    """``mount(name, size)`` mounts a tmpfs of ``size`` at ``tmp_path/name``."""
+    if os.geteuid() != 0:
+        pytest.skip("mounting a tmpfs needs root")
+    mounted: list[Path] = []
+
+    def mount(name: str, size: str) -> Path:
+        path = tmp_path / name
+        path.mkdir()
+        done = subprocess.run(
+            ["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(path)], capture_output=True
+        )
+        if done.returncode != 0:
+            pytest.skip(f"cannot mount a tmpfs here: {done.stderr.decode().strip()}")
+        mounted.append(path)
+        return path
+
+    yield mount
+    for path in mounted:
+        subprocess.run(["umount", "-l", str(path)], check=False)

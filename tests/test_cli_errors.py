@@ -232,18 +232,8 @@ def test_second_process_on_the_same_log_is_refused(
 
 
 @pytest.fixture
-def readonly_dir(tmp_path: Path) -> Path:
-    if os.geteuid() != 0:
-        pytest.skip("mounting a read-only tmpfs needs root")
-    ro = tmp_path / "ro"
-    ro.mkdir()
-    done = subprocess.run(
-        ["mount", "-t", "tmpfs", "-o", "size=1m,ro", "tmpfs", str(ro)], capture_output=True
-    )
-    if done.returncode:
-        pytest.skip(f"cannot mount a tmpfs here: {done.stderr.decode().strip()}")
-    yield ro
-    subprocess.run(["umount", "-l", str(ro)], check=False)
+def readonly_dir(small_disks: Callable[[str, str], Path]) -> Path:
+    return small_disks("ro", "1m,ro")
 
 
 def test_unwritable_destdir(tmp_path: Path, readonly_dir: Path) -> None:

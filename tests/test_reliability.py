@@ -36,7 +36,7 @@ import subprocess
 import sys
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -1061,29 +1061,6 @@ def test_timeout_that_is_not_a_usable_number(tmp_path: Path, value: str) -> None
 
 
 # -- a full disk -------------------------------------------------------------------
-
-
-@pytest.fixture
-def small_disks(tmp_path: Path) -> Iterator[Callable[[str, str], Path]]:
-    """``mount(name, size)`` mounts a tmpfs of ``size`` at ``tmp_path/name``."""
-    if os.geteuid() != 0:
-        pytest.skip("mounting a tmpfs needs root")
-    mounted: list[Path] = []
-
-    def mount(name: str, size: str) -> Path:
-        path = tmp_path / name
-        path.mkdir()
-        done = subprocess.run(
-            ["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(path)], capture_output=True
-        )
-        if done.returncode != 0:
-            pytest.skip(f"cannot mount a tmpfs here: {done.stderr.decode().strip()}")
-        mounted.append(path)
-        return path
-
-    yield mount
-    for path in mounted:
-        subprocess.run(["umount", "-l", str(path)], check=False)
 
 
 def fill(path: Path) -> int:

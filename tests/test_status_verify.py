@@ -3,14 +3,12 @@
 from __future__ import annotations
 
 import json
-import os
 import signal
 import subprocess
 import time
 from collections.abc import Callable
 from pathlib import Path
 
-import pytest
 from iabulk import JobLog
 
 from tests.commands import IABULK, iabulk, search_download
@@ -196,39 +194,26 @@ def test_status_watch_as_the_readme_writes_it(tmp_path: Path) -> None:
 
 
 def test_verify_requeue_on_a_read_only_destination(
-    standin: Callable[..., ArchiveStandin], tmp_path: Path
+    standin: Callable[..., ArchiveStandin], tmp_path: Path, small_disks: Callable[[str, str], Path]
 ) -> None:
     """Nothing can be removed or stamped: a wrong-size file's item is still put
     back to pending (the resume will see the size); a wrong-md5 file's item
     stays completed, since nothing could stop a resume from trusting it."""
-    if os.geteuid() != 0:
-        pytest.skip("mounting a tmpfs needs root")
-    dest = tmp_path / "files"
-    dest.mkdir()
-    mounted = subprocess.run(
-        ["mount", "-t", "tmpfs", "-o", "size=8m", "tmpfs", str(dest)], capture_output=True
-    )
-    if mounted.returncode:
-        pytest.skip(f"cannot mount a tmpfs here: {mounted.stderr.decode().strip()}")
-    try:
-        srv = standin(corpus_with_dark())
-        log = tmp_path / "run.jsonl"
-        assert search_download(srv, log, dest, "-q").returncode == 1  # the dark item
-        with open(dest / "item-1" / "a.bin", "r+b") as short:
-            short.truncate(100)
-        flipped = dest / "item-2" / "a.bin"
-        data = bytearray(flipped.read_bytes())
-        data[5] ^= 0xFF
-        flipped.write_bytes(bytes(data))
-        subprocess.run(["mount", "-o", "remount,ro", str(dest)], check=True)
-        result = iabulk(srv, "verify", "--requeue", str(log))
-        assert result.returncode == 1
-        assert "could not remove a.bin: Read-only file system" in result.stderr
-        assert "left completed: cannot mark a.bin unverified (Read-only file system)" in (
-            result.stderr
-        )
-        assert "1 item(s) put back to pending" in result.stderr
-        pending = [job["id"] for job in JobLog(log).load()["pending"]]
-        assert pending == ["item-1"]
-    finally:
-        subprocess.run(["umount", "-l", str(dest)], check=False)
+    dest = small_disks("files", "8m")
+    srv = standin(corpus_with_dark())
+    log = tmp_path / "run.jsonl"
+    assert search_download(srv, log, dest, "-q").returncode == 1  # the dark item
+    with open(dest / "item-1" / "a.bin", "r+b") as short:
+        short.truncate(100)
+    flipped = dest / "item-2" / "a.bin"
+    data = bytearray(flipped.read_bytes())
+    data[5] ^= 0xFF
+    flipped.write_bytes(bytes(data))
+    subprocess.run(["mount", "-o", "remount,ro", str(dest)], check=True)
+    result = iabulk(srv, "verify", "--requeue", str(log))
+    assert result.returncode == 1
+    assert "could not remove a.bin: Read-only file system" in result.stderr
+    assert "left completed: cannot mark a.bin unverified (Read-only file system)" in result.stderr
+    assert "1 item(s) put back to pending" in result.stderr
+    pending = [job["id"] for job in JobLog(log).load()["pending"]]
+    assert pending == ["item-1"]

@@ -13,7 +13,6 @@ import contextlib
 import json
 import os
 import re
-import shutil
 import signal
 import sys
 import time
@@ -435,11 +434,10 @@ def _check_options(options: dict[str, Any]) -> tuple[int, DiskPool]:
         if not os.access(dest, os.W_OK | os.X_OK):
             raise UsageError(f"destination directory is not writable: {dest}")
     pool = DiskPool(options["destdir"], margin=margin, check=not options["no_disk_check"])
-    largest = max(shutil.disk_usage(dest).total for dest in options["destdir"])
-    if pool.check and margin >= largest:
+    if pool.check and margin >= pool.largest:
         raise UsageError(
             f"--disk-margin {options['disk_margin']} leaves no room on any destination "
-            f"(the largest holds {largest:,} bytes); lower it or give --no-disk-check"
+            f"(the largest holds {pool.largest:,} bytes); lower it or give --no-disk-check"
         )
     _bucket(options)
     return workers, pool
@@ -536,13 +534,13 @@ def _recorded_run(snapshot: Snapshot, path: str) -> tuple[Source | None, dict[st
 
 def cmd_download(args: argparse.Namespace) -> int:
     cli_source, cli_shard = _source_from_args(args)
+    ia = ia_session(args.config_file)  # a bad config file is refused before the log is touched
     if not _check_log_path(args.joblog):
         # A new log: every option comes from this command line, so a bad one
         # is refused before the log is created.
         if cli_source is None:
             raise UsageError("nothing to download: give --search, --itemlist or identifiers")
         _check_options(_options(args, {}))
-        ia_session(args.config_file)
     joblog = JobLog(args.joblog)
     try:
         joblog.open_for_append()
@@ -551,7 +549,7 @@ def cmd_download(args: argparse.Namespace) -> int:
     interrupts = _Interrupts()
     interrupts.install()
     try:
-        code = _download(args, joblog, cli_source, cli_shard, interrupts)
+        code = _download(args, joblog, ia, cli_source, cli_shard, interrupts)
     except KeyboardInterrupt:
         code = 130
         print("iabulk: interrupted; run the same command again to resume", file=sys.stderr)
@@ -621,6 +619,7 @@ def _is_event_line(line: bytes) -> bool:
 def _download(
     args: argparse.Namespace,
     joblog: JobLog,
+    ia: Any,
     cli_source: Source | None,
     cli_shard: Shard | None,
     interrupts: _Interrupts,
@@ -644,7 +643,6 @@ def _download(
         raise UsageError("nothing to download: give --search, --itemlist or identifiers")
     options = _options(args, recorded_options)
     workers, disks = _check_options(options)
-    ia_session(args.config_file)  # a bad config file is refused before resolve writes a line
     quiet = bool(args.quiet)
 
     def say(text: str) -> None:
@@ -695,20 +693,19 @@ def _download(
         count = joblog.requeue(failed.seqs(), reason="retry-failed")
         say(f"{count} failed job(s) put back to pending")
         snapshot = joblog.snapshot()
-    return _run(args, joblog, snapshot, options, workers, disks, quiet, interrupts, say)
+    return _run(args, joblog, ia, snapshot, options, workers, disks, quiet, interrupts, say)
 
 
 def _download_worker(
-    config_file: str | None,
+    ia: Any,
     options: dict[str, Any],
     disks: DiskPool,
     transfers: int,
     **tuning: Any,
 ) -> DownloadWorker:
-    """A download worker with the ia configuration and the run's file selection."""
+    """A download worker with the ia session's configuration and the run's file selection."""
     from internetarchive.auth import S3Auth
 
-    ia = ia_session(config_file)
     keys = (ia.access_key, ia.secret_key)
     return DownloadWorker(
         session_factory(ia, transfers),
@@ -736,6 +733,7 @@ def _download_worker(
 def _run(
     args: argparse.Namespace,
     joblog: JobLog,
+    ia: Any,
     snapshot: Snapshot,
     options: dict[str, Any],
     workers: int,
@@ -755,7 +753,7 @@ def _run(
     board = TransferBoard(workers)
     limit = AdaptiveLimit(workers)
     worker = _download_worker(
-        args.config_file, options, disks, workers, board=board, limit=limit, bucket=_bucket(options)
+        ia, options, disks, workers, board=board, limit=limit, bucket=_bucket(options)
     )
     ui = make_ui(board, len(pending), quiet, level=lambda: f"{limit.current}/{limit.maximum}")
     limit.on_change = lambda level, most, why: ui.info(f"transfers {level}/{most}: {why}")
@@ -818,7 +816,8 @@ def cmd_verify(args: argparse.Namespace) -> int:
             joblog.open_for_append()
         except OSError as exc:
             raise JobLogError(f"cannot open job log {args.joblog}: {exc.strerror or exc}") from None
-    worker = _download_worker(args.config_file, options, DiskPool(destdirs, check=False), 1)
+    ia = ia_session(args.config_file)
+    worker = _download_worker(ia, options, DiskPool(destdirs, check=False), 1)
     report = VerifyReport()
     try:
         verify(joblog, worker, args.workers, args.quiet, args.requeue, report)
@@ -859,7 +858,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         args = parser.parse_args(argv)
         if args.command == "download":
             _refuse_undecodable(getattr(args, name) for name in _RECORDED_ARGS)
-        if args.command == "download":
             return cmd_download(args)
         if args.command == "status":
             return cmd_status(args)

@@ -107,10 +107,11 @@ class DiskPool:
         self.margin = margin
         self.check = check
         self._free_bytes = free_bytes
-        self._total_bytes = total_bytes
         self._lock = threading.Lock()
         self._reservations: list[Reservation] = []
         self._devices = {d: os.stat(d).st_dev for d in self.destdirs}
+        self.largest = max(total_bytes(d) for d in self.destdirs)
+        """Bytes the largest destination holds, empty: an item needing more never fits."""
 
     def holding(self, subdir: str) -> str | None:
         """The destination that already has files of ``subdir`` (an item's directory).
@@ -129,16 +130,14 @@ class DiskPool:
         """Free bytes on ``dest`` after the margin and other items' promises."""
         device = self._devices[dest]
         promised = sum(r.outstanding for r in self._reservations if r.device == device)
-        return self._usage(self._free_bytes, dest) - self.margin - promised
-
-    def _usage(self, measure: UsageFn, dest: str) -> int:
         try:
-            return measure(dest)
+            free = self._free_bytes(dest)
         except FileNotFoundError:
             raise StopRun(f"destination {dest} is gone") from None
+        return free - self.margin - promised
 
     def _check_fits(self, subdir: str, nbytes: int) -> None:
-        largest = max(self._usage(self._total_bytes, d) for d in self.destdirs) - self.margin
+        largest = self.largest - self.margin
         if nbytes > largest:
             raise TooLarge(
                 f"{subdir or 'the item'} needs {nbytes:,} bytes, more than any destination "

@@ -126,11 +126,11 @@ def iter_identifiers(source: Source, search: SearchFn) -> Iterator[str]:
         if source.path == "-":
             if sys.stdin is None:
                 raise UsageError("--itemlist -: there is no standard input to read")
-            yield from _text_lines(sys.stdin.buffer, "<stdin>")
+            yield from _utf8(sys.stdin.buffer, "<stdin>")
             return
         try:
             with open(source.path, "rb") as lines:
-                yield from _text_lines(lines, source.path)
+                yield from _utf8(lines, source.path)
         except OSError as exc:
             raise UsageError(
                 f"cannot read item list {source.path}: {exc.strerror or exc}"
@@ -139,17 +139,14 @@ def iter_identifiers(source: Source, search: SearchFn) -> Iterator[str]:
         yield from source.ids
 
 
-def _text_lines(lines: Iterable[bytes], name: str) -> Iterator[str]:
-    """Lines of UTF-8 text; a byte order mark (as Windows editors save text) is
-    not part of the first identifier."""
-    for n, line in enumerate(lines):
-        try:
-            text = line.decode("utf-8")
-        except UnicodeDecodeError:
-            raise UsageError(
-                f"cannot read item list {name}: line {n + 1} is not UTF-8 text"
-            ) from None
-        yield text.removeprefix("\ufeff") if n == 0 else text
+def _utf8(chunks: Iterable[bytes], name: str) -> Iterator[str]:
+    """The text of an item list read in ``chunks`` (lines, or blocks); a byte
+    order mark (as Windows editors save text) is not part of the first
+    identifier."""
+    try:
+        yield from codecs.iterdecode(chunks, "utf-8-sig")
+    except UnicodeDecodeError:
+        raise UsageError(f"cannot read item list {name}: it is not UTF-8 text") from None
 
 
 SEARCH_RETRIES = 5
@@ -251,16 +248,12 @@ def _full_log() -> JobLogError:
 def check_itemlist(path: str) -> None:
     """Refuse an item list that is not UTF-8 text before resolve commits the
     log to it (resolve reads it line by line, after the source is recorded)."""
-    decoder = codecs.getincrementaldecoder("utf-8")()
     try:
         with open(path, "rb") as text:
-            while block := text.read(1 << 20):
-                decoder.decode(block)
-            decoder.decode(b"", final=True)
+            for _ in _utf8(iter(lambda: text.read(1 << 20), b""), path):
+                pass
     except OSError as exc:
         raise UsageError(f"cannot read item list {path}: {exc.strerror or exc}") from None
-    except UnicodeDecodeError:
-        raise UsageError(f"cannot read item list {path}: it is not UTF-8 text") from None
 
 
 def itemlist_path(path: str) -> str:

@@ -447,11 +447,11 @@ class DownloadWorker(BaseWorker):
         opts = self.options
         chosen: list[_File] = []
         refused: list[str] = []
-        entries = list(metadata["files"])
+        entries = metadata["files"]
         if opts.on_the_fly and metadata.get("metadata", {}).get("mediatype") == "texts":
             # Made on request, listed nowhere: named as ia names them, and
             # filtered like any listed file.
-            entries += [
+            entries = entries + [
                 {"name": identifier + suffix, "format": fmt, "source": "derivative", "otf": True}
                 for suffix, fmt in ON_THE_FLY
             ]

@@ -99,15 +99,18 @@ def test_partial_item_needs_room_only_for_the_rest(tmp_path: Path) -> None:
     assert r.path == a and r.reserved == 50
 
 
-def test_partial_item_moves_to_a_disk_with_room_when_its_own_is_full(tmp_path: Path) -> None:
+@pytest.mark.parametrize("name", ["done.bin", "d" * 255])
+def test_partial_item_moves_to_a_disk_with_room_when_its_own_is_full(
+    tmp_path: Path, name: str
+) -> None:
     pool, (a, b) = pool_with(tmp_path, {"a": 10, "b": 10_000})
     Path(a, "x", "sub").mkdir(parents=True)
-    done = Path(a, "x", "sub", "done.bin")
+    done = Path(a, "x", "sub", name)
     done.write_bytes(b"whole")
     os.utime(done, (1_500_000_000, 1_500_000_000))  # the mark of a verified file
     r = pool.reserve("x", 50, present=lambda root: 5)
     assert r.path == b and r.reserved == 50
-    moved = Path(b, "x", "sub", "done.bin")
+    moved = Path(b, "x", "sub", name)
     assert moved.read_bytes() == b"whole" and moved.stat().st_mtime == 1_500_000_000
     assert not Path(a, "x").exists()
     assert not list(Path(b).rglob("*.iabulk-moving"))

@@ -228,6 +228,40 @@ def test_rerun_resumes_partial_file_with_range(
     assert_verified(corpus, dest, corpus.identifiers())
 
 
+NAMES_AT_THE_LIMIT = [
+    "n" * 251 + ".bin",  # 255 bytes: no room left for a suffix
+    "\u00e9" * 125 + "x.bin",  # 255 bytes of UTF-8 in 130 characters
+    "m" * 236 + ".bin",  # 240 bytes
+]
+
+
+def test_names_up_to_255_bytes_download_and_resume_from_their_partial_file(
+    standin: Callable[..., ArchiveStandin], tmp_path: Path, dest: Path
+) -> None:
+    corpus = Corpus()
+    big, *small = NAMES_AT_THE_LIMIT
+    corpus.add_item("long", [(big, 3_000_000)] + [(n, 1000) for n in small], collection="c")
+    srv = standin(corpus, FaultPlan(bandwidth=1_000_000))
+    log = tmp_path / "run.jsonl"
+    args = search_args(log, dest)
+    proc = subprocess.Popen([IABULK, *args], env=srv.client_env(), stderr=subprocess.PIPE)
+
+    def partial() -> int:
+        parts = list((dest / "long").glob("*" + PART_SUFFIX)) if (dest / "long").exists() else []
+        return max((p.stat().st_size for p in parts), default=0)
+
+    wait_for(lambda: partial() > 500_000)
+    proc.kill()  # SIGKILL: no chance to clean up
+    proc.wait()
+    srv.reset_counters()
+    result = iabulk(srv, *args)
+    assert result.returncode == 0, result.stderr
+    assert srv.counters()["status"].get("206", 0) >= 1
+    assert srv.counters()["bytes_sent"] < 3_000_000 + 100_000  # the head was not sent again
+    assert_verified(corpus, dest, ["long"])
+    assert JobLog(log).status()["completed"] == 1
+
+
 def test_a_different_source_for_an_existing_log_is_refused(
     standin: Callable[..., ArchiveStandin], tmp_path: Path, dest: Path
 ) -> None:
@@ -467,7 +501,8 @@ def test_the_data_node_directory_is_read_off_a_redirect(
 
 class _OddMetadata(Corpus):
     """Lists a nonsense mtime for every file named ``odd-*``, an md5 that is not
-    hex for ``nohex-*``, and ``is_dark: "false"`` (a string) for item ``lit``."""
+    hex for ``nohex-*``, ``is_dark: "false"`` (a string) for item ``lit``, and a
+    lone surrogate (valid JSON, not text) in the name of ``lone-*``."""
 
     def file_entries(self, item: Any) -> list[dict[str, str]]:
         entries = super().file_entries(item)
@@ -482,6 +517,9 @@ class _OddMetadata(Corpus):
         doc = super().metadata_doc(item)
         if item.identifier == "lit":
             doc["is_dark"] = "false"
+        for entry in doc.get("files", []):
+            if entry["name"].startswith("lone-"):
+                entry["name"] = entry["name"].replace("-", "-\ud800", 1)
         return doc
 
 
@@ -504,6 +542,21 @@ def test_empty_files_and_odd_metadata_still_complete(
     assert srv.counters()["requests_by_kind"]["data"] == 5 + 5 + 3 + 3  # each file once
     again = iabulk(srv, "download", "--joblog", str(log), "--retry-failed", "-q")
     assert again.returncode == 0, again.stderr
+
+
+def test_a_name_that_is_not_text_fails_its_item_once_with_a_reason(
+    standin: Callable[..., ArchiveStandin], tmp_path: Path, dest: Path
+) -> None:
+    corpus = _OddMetadata()
+    corpus.add_item("lone", [("a.bin", 100), ("lone-name.txt", 10)])
+    srv = standin(corpus)
+    log = tmp_path / "run.jsonl"
+    result = iabulk(srv, "download", "lone", "--joblog", str(log), "--destdir", str(dest), "-q")
+    assert result.returncode == 1, result.stderr
+    assert "Traceback" not in result.stderr
+    [failed] = [r for r in map(json.loads, log.read_text().splitlines()) if r["event"] == "failed"]
+    assert failed["retry"] is False and "lone surrogate" in failed["error"]
+    assert (dest / "lone" / "a.bin").read_bytes() == corpus.read("lone", "a.bin")
 
 
 def test_a_destination_removed_mid_run_stops_the_run_and_loses_nothing(

@@ -882,8 +882,8 @@ def test_nul_bytes_and_over_long_names_in_metadata_are_refused(
         [
             ("ok.txt", 100),
             ("bad\x00name.txt", 100),
-            ("L" * 300, 10),
-            ("deep/" + "d" * 250 + "/x.txt", 10),
+            ("L" * 256, 10),
+            ("deep/" + "d" * 256 + "/x.txt", 10),
         ],
         collection="c",
     )

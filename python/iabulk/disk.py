@@ -20,7 +20,7 @@ import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
-from iabulk.durable import sync_path
+from iabulk.durable import sync_path, temporary_path
 from iabulk.workers.base import StopRun
 
 __all__ = ["DiskPool", "Reservation", "DisksFull", "TooLarge", "parse_size"]
@@ -237,7 +237,7 @@ def _move_tree(src: str, dst: str) -> None:
         dirs.add(out)
         for name in files:
             source, target = os.path.join(root, name), os.path.join(out, name)
-            temp = target + _MOVING
+            temp = temporary_path(target, _MOVING)
             try:
                 shutil.copyfile(source, temp)
                 shutil.copystat(source, temp)

@@ -12,13 +12,18 @@ reused). Once synced, the pages are clean, so dropping them costs no I/O.
 
 from __future__ import annotations
 
+import hashlib
 import os
 from collections.abc import Callable
 
 # posix_fadvise is missing on macOS and Windows, where the page cache keeps its pages.
 _fadvise: Callable[[int, int, int, int], None] | None = getattr(os, "posix_fadvise", None)
 
-__all__ = ["release_cache", "sync_and_release", "sync_path"]
+__all__ = ["NAME_MAX", "release_cache", "sync_and_release", "sync_path", "temporary_path"]
+
+NAME_MAX = 255
+"""Bytes a file name may have on the file systems iabulk writes to (ext4, XFS,
+Btrfs, ZFS, tmpfs); archive.org lists names up to that length."""
 
 
 def release_cache(fd: int) -> None:
@@ -43,3 +48,17 @@ def sync_path(path: str) -> None:
         sync_and_release(fd)
     finally:
         os.close(fd)
+
+
+def temporary_path(target: str, suffix: str) -> str:
+    """Where ``target`` is written before it is renamed into place.
+
+    Beside it, as ``target + suffix``; but a name already near :data:`NAME_MAX`
+    has no room for the suffix, so it gets a hidden name made from a hash of
+    its own. Either way the name is the same on every run: a resume finds
+    the partial file it left.
+    """
+    head, name = os.path.split(target)
+    if len(os.fsencode(name + suffix)) <= NAME_MAX:
+        return target + suffix
+    return os.path.join(head, f".{hashlib.sha1(os.fsencode(name)).hexdigest()}{suffix}")

@@ -44,7 +44,7 @@ from requests.structures import CaseInsensitiveDict
 from requests.utils import requote_uri
 
 from iabulk.disk import DiskPool, DisksFull, Reservation, TooLarge
-from iabulk.durable import release_cache, sync_and_release, sync_path
+from iabulk.durable import NAME_MAX, release_cache, sync_and_release, sync_path, temporary_path
 from iabulk.progress import TransferBoard
 from iabulk.session import cookie_state
 from iabulk.throttle import AdaptiveLimit, RateGate, TokenBucket
@@ -55,7 +55,6 @@ __all__ = ["DownloadWorker", "DownloadOptions", "unsafe_name_reason", "PART_SUFF
 
 CHUNK = 1 << 20
 PART_SUFFIX = ".iabulk-part"
-MAX_NAME_BYTES = 255
 HELP_MIN_FILES = 8
 """Helpers join an item only while it has this many files waiting: a helper
 opens another connection to the item's data node, which pays off only over
@@ -123,8 +122,11 @@ def unsafe_name_reason(name: str) -> str | None:
     parts = name.split("/")
     if any(p in ("", ".", "..") for p in parts):
         return "path escapes the item directory"
-    if any(len(p.encode("utf-8", "surrogateescape")) > MAX_NAME_BYTES - 16 for p in parts):
-        return "name too long"
+    try:
+        if any(len(p.encode("utf-8")) > NAME_MAX for p in parts):
+            return "name too long"
+    except UnicodeEncodeError:
+        return "name is not valid Unicode (a lone surrogate)"
     if any(p.endswith(PART_SUFFIX) for p in parts):
         return f"name ends in {PART_SUFFIX}, iabulk's temporary suffix"
     return None
@@ -137,7 +139,7 @@ def unsafe_identifier_reason(identifier: str) -> str | None:
         return "identifier is a relative path"
     if "/" in identifier or "\x00" in identifier or "\\" in identifier:
         return "identifier contains a path separator or NUL"
-    if len(identifier.encode()) > MAX_NAME_BYTES - 16:
+    if len(identifier.encode()) > NAME_MAX - 16:
         return "identifier too long"
     if any(ord(c) < 32 for c in identifier):
         return "identifier contains control characters"
@@ -620,7 +622,7 @@ class DownloadWorker(BaseWorker):
     def _fetch(self, item: _Item, f: _File, cancel: threading.Event) -> int:
         """Make one file present and verified; returns the bytes downloaded."""
         target = os.path.join(item.root, f.name)
-        part = target + PART_SUFFIX
+        part = temporary_path(target, PART_SUFFIX)
         failures: list[str] = []
         try:
             if not item.fresh and self._already_there(target, f):
@@ -962,7 +964,11 @@ def _present(root: str, files: list[_File]) -> int:
         if f.size:
             path = os.path.join(root, f.name)
             have = _size_or_zero(path)
-            total += f.size if have == f.size else min(f.size, _size_or_zero(path + PART_SUFFIX))
+            total += (
+                f.size
+                if have == f.size
+                else min(f.size, _size_or_zero(temporary_path(path, PART_SUFFIX)))
+            )
     return total
 
 

@@ -262,6 +262,28 @@ def test_names_up_to_255_bytes_download_and_resume_from_their_partial_file(
     assert JobLog(log).status()["completed"] == 1
 
 
+def test_filters_that_pass_no_file_are_reported_early_and_at_the_end(
+    standin: Callable[..., ArchiveStandin], tmp_path: Path, dest: Path
+) -> None:
+    srv = standin(corpus_of(25))
+    log = tmp_path / "run.jsonl"
+    typo = iabulk(srv, *search_args(log, dest, "--glob", "*.bni", "-w", "2"))
+    assert typo.returncode == 0, typo.stderr
+    assert "the first 20 items had no file passing --glob '*.bni'" in typo.stderr
+    assert "25 item(s) completed with no file passing --glob '*.bni'" in typo.stderr
+    assert not list(dest.rglob("*.bin"))
+
+    fixed = iabulk(srv, "download", "--joblog", str(log), "--glob", "*.bin")
+    assert fixed.returncode == 0, fixed.stderr
+    assert "note: the file filters were --glob '*.bni' when the log's 25 completed" in fixed.stderr
+    assert "nothing left to do" in fixed.stderr
+
+    right = iabulk(srv, *search_args(tmp_path / "new.jsonl", dest, "--glob", "*.bin"))
+    assert right.returncode == 0, right.stderr
+    assert "no file passing" not in right.stderr and "note:" not in right.stderr
+    assert len(list(dest.rglob("*.bin"))) == 25
+
+
 def test_a_different_source_for_an_existing_log_is_refused(
     standin: Callable[..., ArchiveStandin], tmp_path: Path, dest: Path
 ) -> None:

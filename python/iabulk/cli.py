@@ -13,6 +13,7 @@ import contextlib
 import json
 import os
 import re
+import shlex
 import signal
 import sys
 import time
@@ -71,6 +72,22 @@ _DEFAULTS: dict[str, Any] = {
     "timeout": 60.0,
     "limit_rate": None,
 }
+
+
+_FILTERS = ("glob", "exclude", "format", "source", "exclude_source", "on_the_fly")
+"""The recorded options that choose an item's files."""
+
+
+def _filters_text(options: dict[str, Any], keys: Iterable[str] = _FILTERS) -> str:
+    """The file filters among ``keys`` as they would be typed: ``--glob '*.pdf'``."""
+    typed: list[str] = []
+    for key in keys:
+        flag, value = "--" + key.replace("_", "-"), options[key]
+        if isinstance(value, bool):
+            typed += [flag] if value else []
+        else:
+            typed += [f"{flag} {shlex.quote(v)}" for v in value]
+    return " ".join(typed)
 
 
 class _Parser(argparse.ArgumentParser):
@@ -649,6 +666,15 @@ def _download(
         if not quiet:
             print(f"iabulk: {text}", file=sys.stderr)
 
+    changed = [k for k in _FILTERS if k in recorded_options and options[k] != recorded_options[k]]
+    if changed and snapshot.completed:
+        was = _filters_text(recorded_options, changed)
+        say(
+            f"note: the file filters were {was or 'none'} when the log's {snapshot.completed} "
+            "completed item(s) were fetched; the new ones apply to the jobs still to do: "
+            "to fetch other files of completed items, start a new --joblog"
+        )
+
     if workers > POLITE_WORKERS:
         say(f"warning: {workers} workers; archive.org may block clients with many connections")
     # A source given again is resolved again: what is new in it (an edited
@@ -757,6 +783,11 @@ def _run(
     )
     ui = make_ui(board, len(pending), quiet, level=lambda: f"{limit.current}/{limit.maximum}")
     limit.on_change = lambda level, most, why: ui.info(f"transfers {level}/{most}: {why}")
+    filters = _filters_text(options) or "the metadata's checks"
+    worker.on_unselected = lambda n: ui.info(
+        f"warning: the first {n} items had no file passing {filters}; they are recorded "
+        "completed: if the filters are wrong, stop (Ctrl-C) and start a new --joblog"
+    )
     engine = BulkEngine(joblog, worker, workers=workers, retries=options["retries"], observer=ui)
     interrupts.engine = engine
     interrupts.ui = ui
@@ -779,6 +810,11 @@ def _run(
         worker.close()
     final = joblog.snapshot()
     left = final.pending
+    if worker.unselected:
+        say(
+            f"{worker.unselected} item(s) completed with no file passing {filters}; "
+            "nothing of theirs was written"
+        )
     line = (
         f"{final.completed} completed, {final.failed} failed, {left} pending "
         f"of {final.total} job(s)"

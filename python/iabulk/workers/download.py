@@ -59,6 +59,10 @@ HELP_MIN_FILES = 8
 """Helpers join an item only while it has this many files waiting: a helper
 opens another connection to the item's data node, which pays off only over
 several files (one wide item), not for the last few files of a small one."""
+UNSELECTED_NOTICE = 20
+"""After this many items in a row with no file passing the filters (and none
+with one), say so: a mistyped ``--glob`` would otherwise record a whole
+collection completed with nothing written."""
 ON_THE_FLY = [
     (".epub", "EPUB"),
     (".mobi", "MOBI"),
@@ -279,6 +283,12 @@ class DownloadWorker(BaseWorker):
         # --no-directories: which item of this run each file name belongs to.
         self._claims: dict[str, str] = {}
         self._claims_lock = threading.Lock()
+        self.unselected = 0
+        """Items completed with files listed but none passing the filters."""
+        self._selected = 0
+        self._count_lock = threading.Lock()
+        self.on_unselected: Callable[[int], None] | None = None
+        """Called once if the first :data:`UNSELECTED_NOTICE` items all had no file to take."""
 
     def close(self) -> None:
         self._pool.shutdown(wait=True, cancel_futures=True)
@@ -305,7 +315,9 @@ class DownloadWorker(BaseWorker):
         try:
             metadata = self._metadata(identifier, cancel_event)
             files, refused = self._select(identifier, metadata)
-            return self._download_item(identifier, files, refused, cancel_event)
+            result = self._download_item(identifier, files, refused, cancel_event)
+            self._count_selection(bool(files), bool(metadata["files"]))
+            return result
         except _Permanent as exc:
             return WorkerResult(False, identifier, error=str(exc), retry=False)
         except _RateLimited as exc:
@@ -443,6 +455,18 @@ class DownloadWorker(BaseWorker):
         if not isinstance(metadata.get("files"), list):
             raise _Transient("metadata has no file list")
         return metadata
+
+    def _count_selection(self, chosen: bool, listed: bool) -> None:
+        with self._count_lock:
+            if chosen:
+                self._selected += 1
+                return
+            if not listed:
+                return
+            self.unselected += 1
+            first = self.unselected == UNSELECTED_NOTICE and not self._selected
+        if first and self.on_unselected is not None:
+            self.on_unselected(UNSELECTED_NOTICE)
 
     def _select(self, identifier: str, metadata: dict[str, Any]) -> tuple[list[_File], list[str]]:
         """The files to fetch, after the filters; names that are unsafe are refused."""

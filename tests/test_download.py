@@ -208,6 +208,30 @@ def test_second_ctrl_c_exits_at_once(
     assert proc.returncode == 130
 
 
+@pytest.mark.parametrize("kind", ["metadata", "data"])
+def test_first_ctrl_c_does_not_wait_for_a_silent_server(
+    standin: Callable[..., ArchiveStandin], tmp_path: Path, dest: Path, kind: str
+) -> None:
+    corpus = corpus_of(1)
+    plan = FaultPlan(first_byte_delay=120).fail_first("c-item-0000", ["slow_first_byte"], [kind])
+    srv = standin(corpus, plan)
+    log = tmp_path / "run.jsonl"
+    args = search_args(log, dest, "--timeout", "300")
+    proc = subprocess.Popen(
+        [IABULK, *args], env=srv.client_env(), stderr=subprocess.PIPE, text=True
+    )
+    wait_for(lambda: srv.counters()["requests_by_kind"].get(kind, 0) >= 1)
+    time.sleep(0.5)  # the request is on its way: the server holds its answer back
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=20)  # without the interrupt: the 120 s of the server
+    assert proc.returncode == 130, err
+    assert "Traceback" not in err
+    assert JobLog(log).status()["pending"] == 1  # no outcome: the next run does it again
+    result = iabulk(srv, *args)
+    assert result.returncode == 0, result.stderr
+    assert_verified(corpus, dest, corpus.identifiers())
+
+
 def test_rerun_resumes_partial_file_with_range(
     standin: Callable[..., ArchiveStandin], tmp_path: Path, dest: Path
 ) -> None:

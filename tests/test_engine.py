@@ -219,6 +219,44 @@ def test_stop_leaves_cut_short_jobs_pending(tmp_path: Path) -> None:
     assert not [e for e in events(log) if e["event"] in ("completed", "failed")]
 
 
+class Deaf(BaseWorker):
+    """Ignores the cancel event, as a request blocked on a silent server does,
+    until :meth:`interrupt` cuts it short."""
+
+    def __init__(self) -> None:
+        self.cut = threading.Event()
+        self.interrupts = 0
+
+    def execute(self, job: dict[str, Any], cancel_event: threading.Event) -> WorkerResult:
+        self.cut.wait(60)
+        return WorkerResult(False, job["id"], error="connection shut")
+
+    def interrupt(self) -> None:
+        self.interrupts += 1
+        self.cut.set()
+
+
+def test_jobs_deaf_to_a_stop_are_interrupted_and_left_pending(tmp_path: Path) -> None:
+    log = make_log(tmp_path, 4)
+    worker = Deaf()
+    engine = BulkEngine(log, worker, workers=2)
+    threading.Timer(0.3, engine.request_stop).start()
+    summary = engine.run(log.snapshot().pending_jobs)
+    assert worker.interrupts >= 1
+    assert summary.interrupted
+    assert log.snapshot().pending == 4  # cut short by the stop: no outcome recorded
+    assert not [e for e in events(log) if e["event"] in ("completed", "failed")]
+
+
+def test_jobs_that_end_by_themselves_are_not_interrupted(tmp_path: Path) -> None:
+    log = make_log(tmp_path, 10)
+    worker = Scripted(delay=30)
+    worker.interrupt = lambda: pytest.fail("interrupted")  # type: ignore[method-assign]
+    engine = BulkEngine(log, worker, workers=3)
+    threading.Timer(0.3, engine.request_stop).start()
+    assert engine.run(log.snapshot().pending_jobs).interrupted
+
+
 def test_bad_worker_counts_are_refused(tmp_path: Path) -> None:
     log = make_log(tmp_path, 1)
     with pytest.raises(ValueError):

@@ -44,6 +44,10 @@ MAX_WORKERS = 64
 FLUSH_SECONDS = 0.5
 """How stale the log on disk may be for ``status``: buffered lines wait at most this long."""
 
+INTERRUPT_AFTER = 1.0
+"""Seconds after a stop before the worker is asked to cut short what is still
+running: what notices the stop by itself has ended by then."""
+
 OUTAGE_JOBS = 3
 """Different jobs failing in a row, with no success between, that make an outage."""
 
@@ -189,9 +193,16 @@ class BulkEngine:
                     self._in_flight += 1
                     slot = self._free_slots.pop()
                 pool.submit(self._run_job, job, attempt, slot)
-            with self._cond:
-                while self._in_flight:
+            stopped_at: float | None = None
+            while True:
+                with self._cond:
+                    if not self._in_flight:
+                        break
                     self._cond.wait(0.2)
+                if self._stopping:
+                    stopped_at = stopped_at or time.monotonic()
+                    if time.monotonic() - stopped_at >= INTERRUPT_AFTER:
+                        self.worker.interrupt()
 
     def _next_job(self) -> tuple[int, dict[str, Any]] | None:
         """The next (attempt, job) to submit, waiting for a slot; None when all is done."""

@@ -10,8 +10,12 @@ environment and ``.netrc`` per host, and the CA bundle per connection.
 
 from __future__ import annotations
 
+import contextlib
 import os
+import socket
 import ssl
+import threading
+import weakref
 from typing import Any
 
 import requests
@@ -31,7 +35,7 @@ from iabulk import __version__
 from iabulk.errors import UsageError
 
 __all__ = [
-    "CachedContextAdapter",
+    "SessionAdapter",
     "CountingCookieJar",
     "EnvCachedSession",
     "cookie_state",
@@ -77,7 +81,7 @@ def session_factory(ia: Any, workers: int = 4) -> Any:
         session.headers["User-Agent"] = agent
         session.cookies = CountingCookieJar()
         session.cookies.update(cookies)
-        adapter = CachedContextAdapter(
+        adapter = SessionAdapter(
             pool_connections=4 * workers + 8, pool_maxsize=workers + 2, max_retries=0
         )
         session.mount("https://", adapter)
@@ -216,8 +220,13 @@ def _proxy_environment() -> dict[str, str]:
     return getproxies_environment()
 
 
-class CachedContextAdapter(HTTPAdapter):
-    """``HTTPAdapter`` that loads each CA bundle once, not once per connection.
+class SessionAdapter(HTTPAdapter):
+    """``HTTPAdapter`` that loads each CA bundle once, and can shut its connections.
+
+    A stop (Ctrl-C) reaches a transfer between two reads; a request whose
+    server has gone silent would hold it for the whole ``--timeout``.
+    :meth:`abort_connections` shuts the sockets of every connection the
+    adapter's pools made, so that such a request fails at once.
 
     ``urllib3`` builds a new ``SSLContext`` for every new connection and
     parses the whole CA bundle into it: ~18 ms of CPU for a 140-certificate
@@ -231,7 +240,52 @@ class CachedContextAdapter(HTTPAdapter):
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         self._contexts: dict[str, ssl.SSLContext | None] = {}
+        self._connections: weakref.WeakSet[Any] = weakref.WeakSet()
+        self._connections_lock = threading.Lock()
         super().__init__(*args, **kwargs)
+
+    def init_poolmanager(self, *args: Any, **kwargs: Any) -> None:
+        super().init_poolmanager(*args, **kwargs)
+        self._track(self.poolmanager)
+
+    def proxy_manager_for(self, proxy: str, **proxy_kwargs: Any) -> Any:
+        manager = super().proxy_manager_for(proxy, **proxy_kwargs)
+        self._track(manager)
+        return manager
+
+    def _track(self, manager: Any) -> None:
+        """Make ``manager``'s pools report each connection they make."""
+        if getattr(manager, "_iabulk_tracked", False):
+            return
+        manager._iabulk_tracked = True
+        adapter = self
+
+        def tracking(base: Any) -> Any:
+            class Tracked(base):  # type: ignore[misc]
+                def _new_conn(self) -> Any:
+                    conn = super()._new_conn()
+                    with adapter._connections_lock:
+                        adapter._connections.add(conn)
+                    return conn
+
+            return Tracked
+
+        manager.pool_classes_by_scheme = {
+            scheme: tracking(cls) for scheme, cls in manager.pool_classes_by_scheme.items()
+        }
+
+    def abort_connections(self) -> None:
+        """Shut the socket of every open connection: a read blocked on one
+        returns at once (an error for the request), from any thread."""
+        with self._connections_lock:
+            connections = list(self._connections)
+        for conn in connections:
+            sock = getattr(conn, "sock", None)
+            if isinstance(sock, socket.socket):
+                with contextlib.suppress(OSError):
+                    # socket.socket's own shutdown: SSLSocket's would drop its TLS
+                    # state under a thread that may be reading through it.
+                    socket.socket.shutdown(sock, socket.SHUT_RDWR)
 
     def _context(self, verify: Any) -> ssl.SSLContext | None:
         path = DEFAULT_CA_BUNDLE_PATH if verify is True else verify

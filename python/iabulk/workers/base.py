@@ -42,3 +42,8 @@ class BaseWorker:
 
     def execute(self, job: dict[str, Any], cancel_event: threading.Event) -> WorkerResult:
         raise NotImplementedError
+
+    def interrupt(self) -> None:
+        """Cut short what a stop cannot reach through ``cancel_event``, such as a
+        request waiting on a silent server. Called, perhaps repeatedly, while
+        jobs are still running a moment after a stop was requested."""

@@ -295,6 +295,16 @@ class DownloadWorker(BaseWorker):
         if self._shared is not None:
             self._shared.close()
 
+    def interrupt(self) -> None:
+        """Shut the transfers' connections: a request waiting on a silent server
+        then fails at once instead of holding a stop for its whole timeout."""
+        session = self._shared
+        if session is not None:
+            for adapter in set(session.adapters.values()):
+                abort = getattr(adapter, "abort_connections", None)
+                if abort is not None:
+                    abort()
+
     def _session(self) -> requests.Session:
         session = self._shared
         if session is None:

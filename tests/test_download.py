@@ -308,6 +308,32 @@ def test_filters_that_pass_no_file_are_reported_early_and_at_the_end(
     assert len(list(dest.rglob("*.bin"))) == 25
 
 
+def test_two_runs_with_their_own_logs_share_a_destination_without_damage(
+    standin: Callable[..., ArchiveStandin], tmp_path: Path, dest: Path
+) -> None:
+    corpus = corpus_of(6, size=1_500_000)
+    srv = standin(corpus, FaultPlan(bandwidth=4_000_000))
+
+    def start(name: str) -> subprocess.Popen[str]:
+        args = search_args(tmp_path / f"{name}.jsonl", dest, "-w", "3", "-q")
+        return subprocess.Popen(
+            [IABULK, *args], env=srv.client_env(), stderr=subprocess.PIPE, text=True
+        )
+
+    runs = [start("first")]
+    wait_for(lambda: bool(list(dest.rglob("*" + PART_SUFFIX))))
+    runs.append(start("second"))  # while the first is writing the same files
+    for run in runs:
+        _, err = run.communicate(timeout=120)
+        assert run.returncode == 0, err
+    assert_verified(corpus, dest, corpus.identifiers())
+    for name in ("first", "second"):
+        assert JobLog(tmp_path / f"{name}.jsonl").status()["completed"] == 6
+    assert (
+        srv.counters()["bytes_sent"] < 2 * 6 * 1_500_000
+    )  # a file held by one run is not fetched by the other meanwhile
+
+
 def test_a_different_source_for_an_existing_log_is_refused(
     standin: Callable[..., ArchiveStandin], tmp_path: Path, dest: Path
 ) -> None:

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import email.utils
 import errno
+import fcntl
 import fnmatch
 import hashlib
 import os
@@ -55,6 +56,8 @@ __all__ = ["DownloadWorker", "DownloadOptions", "unsafe_name_reason", "PART_SUFF
 
 CHUNK = 1 << 20
 PART_SUFFIX = ".iabulk-part"
+CLAIM_POLL = 0.5
+"""Seconds between tries for a temporary file another process holds."""
 HELP_MIN_FILES = 8
 """Helpers join an item only while it has this many files waiting: a helper
 opens another connection to the item's data node, which pays off only over
@@ -661,38 +664,49 @@ class DownloadWorker(BaseWorker):
         try:
             if not item.fresh and self._already_there(target, f):
                 return 0
-            if self.options.no_directories and os.path.lexists(target):
-                raise _Permanent(
-                    f"--no-directories: {f.name!r} is already there and is not this "
-                    "item's file (another item's, or another version): not overwritten"
-                )
+            self._refuse_foreign(target, f)
             directory = os.path.dirname(target)
             if directory not in item.dirs:
                 os.makedirs(directory, exist_ok=True)
                 item.dirs.add(directory)
-            for attempt in range(self.options.file_retries + 1):
-                if cancel.is_set():
-                    raise _Cancelled()
-                if not self.limit.acquire(cancel):
-                    raise _Cancelled()
-                ok = False
-                try:
-                    written = self._transfer(part, item, f, cancel, item.fresh and not attempt)
-                    ok = True
-                except _Transient as exc:
-                    failures.append(str(exc))
-                    continue
-                except _Permanent:
-                    if f.optional:
+            out, waited = _claim(part, cancel)
+            try:
+                if waited:  # another process held the file, and may have put it in place
+                    if self._already_there(target, f):
                         return 0
-                    raise
-                finally:
-                    self.limit.release(ok)
-                _finish_file(part, target, f)
-                return written
+                    self._refuse_foreign(target, f)
+                for _attempt in range(self.options.file_retries + 1):
+                    if cancel.is_set():
+                        raise _Cancelled()
+                    if not self.limit.acquire(cancel):
+                        raise _Cancelled()
+                    ok = False
+                    try:
+                        written = self._transfer(out, part, item, f, cancel)
+                        ok = True
+                    except _Transient as exc:
+                        failures.append(str(exc))
+                        continue
+                    except _Permanent:
+                        if f.optional:
+                            return 0
+                        raise
+                    finally:
+                        self.limit.release(ok)
+                    _finish_file(part, target, f)
+                    return written
+            finally:
+                _release(out, part)
         except OSError as exc:
             raise _write_failure(exc, part, target, item.reservation.path) from None
         raise _Transient(f"{f.name}: {failures[-1]}" if failures else f"{f.name}: failed")
+
+    def _refuse_foreign(self, target: str, f: _File) -> None:
+        if self.options.no_directories and os.path.lexists(target):
+            raise _Permanent(
+                f"--no-directories: {f.name!r} is already there and is not this "
+                "item's file (another item's, or another version): not overwritten"
+            )
 
     def _already_there(self, target: str, f: _File) -> bool:
         """Whether an existing file counts as downloaded (see ``--checksum``)."""
@@ -709,27 +723,23 @@ class DownloadWorker(BaseWorker):
         # iabulk stamps the metadata mtime on a file only after verifying it.
         return int(st.st_mtime) == int(f.mtime)
 
-    def _transfer(
-        self, part: str, item: _Item, f: _File, cancel: threading.Event, fresh: bool
-    ) -> int:
-        """One attempt: resume or start the temporary file, verify it at the end.
+    def _transfer(self, out: int, part: str, item: _Item, f: _File, cancel: threading.Event) -> int:
+        """One attempt: resume or start the temporary file ``part`` (open and
+        claimed as ``out``), verify it at the end.
 
-        The verified bytes are durable when it returns; ``fresh``: no
-        temporary file can be there yet.
+        The verified bytes are durable when it returns.
         """
-        offset = 0 if fresh else _size_or_zero(part)
+        offset = os.fstat(out).st_size
         if f.size is not None and offset > f.size:
-            _remove(part)
-            offset = 0
+            offset = _truncate(out, 0)
         digest = hashlib.md5()
         if offset:
             _hash_file(part, digest)
         if offset and offset == f.size:
             if f.md5 is None or digest.hexdigest() == f.md5:
-                sync_path(part)  # whole, from an earlier run that may not have synced it
+                sync_and_release(out)  # whole, from an earlier run that may not have synced it
                 return 0
-            _remove(part)
-            offset, digest = 0, hashlib.md5()
+            offset, digest = _truncate(out, 0), hashlib.md5()
         headers = {"Range": f"bytes={offset}-"} if offset else {}
         response = self._request_file(item, f, headers, cancel)
         with response:
@@ -737,23 +747,23 @@ class DownloadWorker(BaseWorker):
             if status in (403, 404, 410):
                 raise _Permanent(f"HTTP {status} for {f.name}")
             if status == 416:
-                _remove(part)
+                _truncate(out, 0)
                 raise _Transient(f"HTTP 416 resuming {f.name}")
             if status == 200 and offset:
-                offset, digest = 0, hashlib.md5()
+                offset, digest = _truncate(out, 0), hashlib.md5()
             elif status == 206 and not response.headers.get("Content-Range", "").startswith(
                 f"bytes {offset}-"
             ):
-                _remove(part)
+                _truncate(out, 0)
                 raise _Transient(f"unexpected Content-Range for {f.name}")
             elif status not in (200, 206):
                 raise _Transient(f"HTTP {status} for {f.name}")
-            received = self._stream(response, part, offset, digest, item, f, cancel)
+            received = self._stream(response, out, offset, digest, item, f, cancel)
         total = offset + received
         if f.size is not None and total != f.size:
             raise _Transient(f"short read for {f.name}: {total} of {f.size} bytes")
         if f.md5 is not None and digest.hexdigest() != f.md5:
-            _remove(part)
+            _truncate(out, 0)
             raise _Transient(f"md5 mismatch for {f.name}")
         return received
 
@@ -840,7 +850,7 @@ class DownloadWorker(BaseWorker):
     def _stream(
         self,
         response: requests.Response,
-        part: str,
+        out: int,
         offset: int,
         digest: Any,
         item: _Item,
@@ -849,35 +859,84 @@ class DownloadWorker(BaseWorker):
     ) -> int:
         received = 0
         reservation = item.reservation
-        # A bare descriptor: a file object would cost two more system calls per
-        # file (fstat, isatty), each handing the GIL to another thread and back.
-        mode = os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC | (os.O_APPEND if offset else os.O_TRUNC)
-        out = os.open(part, mode, 0o666)
-        try:
-            with self.board.slot(item.identifier, f.name, f.size or 0) as slot:
-                slot.resume_from(offset)
-                try:
-                    # One reused buffer; each chunk is hashed and written before the next read.
-                    for chunk in iter_body(response, self._chunk):
-                        digest.update(chunk)
-                        _write_all(out, chunk)
-                        n = len(chunk)
-                        received += n
-                        slot.add(n)
-                        reservation.consume(n)
-                        if self.bucket is not None:
-                            self.bucket.consume(n, cancel)
-                        if cancel.is_set():
-                            raise _Cancelled()
-                except requests.RequestException as exc:
-                    raise _Transient(f"{_describe(exc)} after {offset + received} bytes") from None
-                finally:
-                    with item.lock:
-                        item.written += received
-            sync_and_release(out)
-        finally:
-            os.close(out)
+        os.lseek(out, offset, os.SEEK_SET)  # a truncated file keeps its old position
+        with self.board.slot(item.identifier, f.name, f.size or 0) as slot:
+            slot.resume_from(offset)
+            try:
+                # One reused buffer; each chunk is hashed and written before the next read.
+                for chunk in iter_body(response, self._chunk):
+                    digest.update(chunk)
+                    _write_all(out, chunk)
+                    n = len(chunk)
+                    received += n
+                    slot.add(n)
+                    reservation.consume(n)
+                    if self.bucket is not None:
+                        self.bucket.consume(n, cancel)
+                    if cancel.is_set():
+                        raise _Cancelled()
+            except requests.RequestException as exc:
+                raise _Transient(f"{_describe(exc)} after {offset + received} bytes") from None
+            finally:
+                with item.lock:
+                    item.written += received
+        sync_and_release(out)
         return received
+
+
+def _claim(part: str, cancel: threading.Event) -> tuple[int, bool]:
+    """Open ``part`` (created if need be) and lock it against other processes.
+
+    A bare descriptor: a file object would cost two more system calls per
+    file (fstat, isatty), each handing the GIL to another thread and back.
+    Two runs with their own logs may fetch the same file into one
+    destination: without the lock each would append to the other's bytes and
+    verify only its own. The lock goes with the open file, so a killed
+    process leaves none behind. A holder renames the file into place before
+    it lets go, so once the lock is had, the name must still be the file
+    locked, else it is opened afresh. Returns the descriptor and whether
+    another process held the file meanwhile (it may have finished it).
+    """
+    waited = False
+    while True:
+        out = os.open(part, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o666)
+        try:
+            fcntl.flock(out, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(out)
+            waited = True
+            if cancel.wait(CLAIM_POLL):
+                raise _Cancelled() from None
+            continue
+        except OSError as exc:
+            if exc.errno not in (errno.ENOLCK, errno.EOPNOTSUPP, errno.EINVAL):
+                os.close(out)
+                raise
+            return out, waited  # a file system without locks: as before they existed
+        try:
+            if os.path.samestat(os.stat(part), os.fstat(out)):
+                return out, waited
+        except FileNotFoundError:
+            pass
+        os.close(out)
+        waited = True
+
+
+def _release(out: int, part: str) -> None:
+    """Close a claimed temporary file: after its rename, if it got one (the claim
+    covers the file until it is in place); removed if it is still empty."""
+    try:
+        if os.fstat(out).st_size == 0 and os.path.samestat(os.stat(part), os.fstat(out)):
+            os.remove(part)
+    except OSError:
+        pass  # renamed into place, or gone: nothing of ours to tidy
+    finally:
+        os.close(out)
+
+
+def _truncate(out: int, size: int) -> int:
+    os.ftruncate(out, size)
+    return size
 
 
 def _write_all(fd: int, data: memoryview | bytes) -> None:

@@ -265,3 +265,45 @@ def test_bad_worker_counts_are_refused(tmp_path: Path) -> None:
         BulkEngine(log, Scripted(), workers=1000)
     with pytest.raises(ValueError):
         BulkEngine(log, Scripted(), retries=-1)
+
+
+class Sloppy(Scripted):
+    """Returns what the log cannot hold for ``bad-*`` jobs, and None for ``none-*``."""
+
+    def execute(self, job: dict[str, Any], cancel_event: threading.Event) -> WorkerResult:
+        if job["id"].startswith("none"):
+            return None  # type: ignore[return-value]
+        if job["id"].startswith("bad"):
+            return WorkerResult(True, job["id"], extra={"rate": float("nan")})
+        return super().execute(job, cancel_event)
+
+
+def test_a_result_the_log_cannot_hold_fails_its_job_and_the_run_goes_on(tmp_path: Path) -> None:
+    log = JobLog(tmp_path / "jobs.jsonl")
+    for seq, ident in enumerate(["ok-1", "bad-1", "none-1", "ok-2"], 1):
+        log.write_job(seq, ident, "download")
+    log.sync()
+    _, summary = run(log, Sloppy(), workers=2, retries=0)
+    assert summary.completed == 2 and summary.failed == 2
+    failed = {e["seq"]: e["error"] for e in events(log) if e["event"] == "failed"}
+    assert "not recordable" in failed[2] and "NoneType" in failed[3]
+    assert log.snapshot().malformed == 0
+
+
+class BadItems(Scripted):
+    """Jobs named ``bad-*`` fail every time, by their own fault (a wrong md5)."""
+
+    def execute(self, job: dict[str, Any], cancel_event: threading.Event) -> WorkerResult:
+        if job["id"].startswith("bad"):
+            return WorkerResult(False, job["id"], error="md5 mismatch", item_fault=True)
+        return super().execute(job, cancel_event)
+
+
+def test_items_failing_by_their_own_fault_are_no_outage(tmp_path: Path) -> None:
+    log = JobLog(tmp_path / "jobs.jsonl")
+    for seq in range(1, 11):
+        log.write_job(seq, f"bad-{seq}" if seq > 7 else f"ok-{seq}", "download")
+    log.sync()
+    _, summary = run(log, BadItems(), workers=3, retries=1, backoff_cap=30)
+    assert summary.completed == 7 and summary.failed == 3 and summary.backoffs == 0
+    assert not [e for e in events(log) if e.get("backoff")]

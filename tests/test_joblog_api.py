@@ -369,3 +369,34 @@ def test_scan_can_collect_job_ids(session: Path) -> None:
     ids = JobLog(session).snapshot(collect_ids=True).ids
     assert ids is not None and len(ids) == 4 and "gamma" in ids and "epsilon" not in ids
     assert JobLog(session).snapshot().ids is None
+
+
+@pytest.mark.parametrize(
+    "call",
+    [
+        lambda log: log.write_job(True, "a", "download"),
+        lambda log: log.write_job(2.0, "b", "download"),
+        lambda log: log.write_job(4, 12345, "download"),
+        lambda log: log.write_job(5, None, "download"),
+        lambda log: log.write_event("completed", 0),
+        lambda log: log.write_event("completed", "6"),
+        lambda log: log.note_event("started", MAX_SEQ + 1),
+        lambda log: log.requeue([0], "x"),
+        lambda log: log.write_event("completed", 1, extra={"rate": float("nan")}),
+        lambda log: log.write_event("completed", 1, extra={"rate": float("inf")}),
+        lambda log: log.write_event("failed", 1, error="bad \udcff"),
+        lambda log: log.write_event("completed", 1, extra={"o": object()}),
+    ],
+)
+def test_a_record_every_reader_would_drop_is_refused_when_written(
+    tmp_path: Path, call: object
+) -> None:
+    log = JobLog(tmp_path / "j.jsonl")
+    log.write_job(1, "a", "download")
+    log.sync()
+    before = (tmp_path / "j.jsonl").read_bytes()
+    with pytest.raises((TypeError, ValueError)):
+        call(log)  # type: ignore[operator]
+    log.close()
+    assert (tmp_path / "j.jsonl").read_bytes() == before
+    assert JobLog(tmp_path / "j.jsonl").snapshot().malformed == 0

@@ -52,6 +52,11 @@ OUTAGE_JOBS = 3
 """Different jobs failing in a row, with no success between, that make an outage."""
 
 
+def _internal_error(job: dict[str, Any], why: str) -> WorkerResult:
+    """A worker bug, recorded as a failure of its job; retried, never an outage."""
+    return WorkerResult(False, str(job.get("id")), error=f"internal error: {why}", item_fault=True)
+
+
 class EngineObserver(Protocol):
     """What the engine tells the UI. Called from worker threads."""
 
@@ -239,11 +244,16 @@ class BulkEngine:
             self.observer.job_started(job, slot)
             try:
                 result = self.worker.execute(job, self.cancel_event)
+                if not isinstance(result, WorkerResult):
+                    raise TypeError(f"the worker returned {type(result).__name__}, not a result")
             except StopRun:
                 raise
             except Exception as exc:  # a worker bug must not take the run down
-                result = WorkerResult(False, str(job.get("id")), error=f"internal error: {exc!r}")
-            self._record(job, attempt, result)
+                result = _internal_error(job, repr(exc))
+            try:
+                self._record(job, attempt, result)
+            except (TypeError, ValueError) as exc:  # raised before anything is written
+                self._record(job, attempt, _internal_error(job, f"result not recordable: {exc}"))
         except BaseException as exc:  # the log cannot be written, or StopRun: stop everything
             with self._cond:
                 if self._fatal is None:
@@ -284,7 +294,7 @@ class BulkEngine:
             self.pause(seconds, error)
             self._requeue(job, attempt, self._paused_until)
             self.observer.job_finished(job, result, "backoff")
-        elif result.retry and self._in_outage(seq):
+        elif result.retry and not result.item_fault and self._in_outage(seq):
             with self._cond:
                 if self.clock() >= self._paused_until:  # the first failure since a pause
                     self._outage_level += 1

@@ -49,8 +49,30 @@ def utc_ts() -> str:
 
 
 def encode_line(record: dict[str, Any]) -> bytes:
-    """One compact JSON line, UTF-8, ending in a newline."""
-    return (json.dumps(record, separators=(",", ":"), ensure_ascii=False) + "\n").encode()
+    """One compact JSON line, UTF-8, ending in a newline.
+
+    Raises ValueError for what every reader would skip as malformed (NaN or
+    infinity, a lone surrogate) and TypeError for what JSON cannot hold:
+    written, such a line would lose its record without a word.
+    """
+    try:
+        text = json.dumps(record, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+        return (text + "\n").encode()
+    except UnicodeEncodeError as exc:
+        raise ValueError(
+            f"not valid Unicode: {exc.reason} in {exc.object[exc.start : exc.end]!r}"
+        ) from None
+    except RecursionError:
+        raise ValueError("nested too deeply for a job log line") from None
+
+
+def check_seq(seq: Any) -> int:
+    """``seq`` if it is an int in ``1..=MAX_SEQ``; every reader skips any other seq."""
+    if not isinstance(seq, int) or isinstance(seq, bool):
+        raise TypeError(f"seq must be an int, not {type(seq).__name__}")
+    if not 1 <= seq <= MAX_SEQ:
+        raise ValueError(f"seq {seq} is outside 1..{MAX_SEQ}")
+    return seq
 
 
 class JobLog:
@@ -89,21 +111,22 @@ class JobLog:
     def write_job(self, seq: int, identifier: str, op: str, **extra: Any) -> None:
         """Queue a job line; durable at the next sync. ``seq`` must be in ``1..=MAX_SEQ``:
         every reader skips any other seq as malformed."""
-        if not 1 <= seq <= MAX_SEQ:
-            raise ValueError(f"seq {seq} is outside 1..{MAX_SEQ}")
+        check_seq(seq)
+        if not isinstance(identifier, str) or not isinstance(op, str):
+            raise TypeError("identifier and op must be str")
         record = {"event": "job", "seq": seq, "id": identifier, "op": op, "ts": utc_ts()}
         record.update(extra)
         self._writer().append(encode_line(record))
 
     def write_event(self, event: str, seq: int, **fields: Any) -> None:
         """Append an event line and return once it is on disk."""
-        record = {"event": event, "seq": seq, "ts": utc_ts()}
+        record = {"event": event, "seq": check_seq(seq), "ts": utc_ts()}
         record.update(fields)
         self._writer().append_durable(encode_line(record))
 
     def note_event(self, event: str, seq: int, **fields: Any) -> None:
         """Queue an event line that nothing waits on (``started``); durable at the next sync."""
-        record = {"event": event, "seq": seq, "ts": utc_ts()}
+        record = {"event": event, "seq": check_seq(seq), "ts": utc_ts()}
         record.update(fields)
         self._writer().append(encode_line(record))
 

@@ -18,6 +18,9 @@ class WorkerResult:
     ``retry=False`` marks a permanent failure; ``backoff=True`` asks the
     engine to pause new submissions (rate limited, disks full), for
     ``backoff_seconds`` if the worker knows how long (a ``Retry-After``).
+    ``item_fault=True`` says a retryable failure is the item's own (the
+    server answered, the data did not match): it never counts toward an
+    outage, which pauses the run instead of using up retries.
     ``extra`` is recorded in the job log's ``completed`` line.
     """
 
@@ -28,6 +31,7 @@ class WorkerResult:
     retry: bool = True
     extra: dict[str, Any] = field(default_factory=dict)
     backoff_seconds: float | None = None
+    item_fault: bool = False
 
 
 class StopRun(Exception):

@@ -334,6 +334,40 @@ def test_two_runs_with_their_own_logs_share_a_destination_without_damage(
     )  # a file held by one run is not fetched by the other meanwhile
 
 
+def test_files_that_never_match_their_md5_fail_their_items_without_an_outage(
+    standin: Callable[..., ArchiveStandin], tmp_path: Path, dest: Path
+) -> None:
+    corpus = corpus_of(6)
+    plan = FaultPlan(retry_after=0)
+    for i in (3, 4, 5):  # archive.org's metadata can list a wrong md5: every copy differs
+        plan.fail_first(f"c-item-{i:04d}/file-0.bin", ["flip"] * 100, ["data"])
+    srv = standin(corpus, plan)
+    log = tmp_path / "run.jsonl"
+    result = iabulk(srv, *search_args(log, dest, "--retries", "1", "-q"), timeout=120)
+    assert result.returncode == 1, result.stderr
+    records = [json.loads(line) for line in log.read_text().splitlines()]
+    failed = [r for r in records if r["event"] == "failed"]
+    assert not [r for r in failed if r.get("backoff")]  # no pause: the items are at fault
+    assert {r["seq"] for r in failed if r["retry"] is False} == {4, 5, 6}
+    assert all("md5 mismatch" in r["error"] for r in failed)
+
+
+def test_a_metadata_answer_cut_short_is_a_plain_retry(
+    standin: Callable[..., ArchiveStandin], tmp_path: Path, dest: Path
+) -> None:
+    corpus = corpus_of(2)
+    srv = standin(corpus, FaultPlan().fail_first("c-item-0001", ["reset"], ["metadata"]))
+    log = tmp_path / "run.jsonl"
+    result = iabulk(srv, *search_args(log, dest, "-q"))
+    assert result.returncode == 0, result.stderr
+    [failed] = [r for r in map(json.loads, log.read_text().splitlines()) if r["event"] == "failed"]
+    assert "reading metadata" in failed["error"] and "internal error" not in failed["error"]
+    assert_verified(corpus, dest, corpus.identifiers())
+    srv.faults.fail_first("c-item-0000", ["reset", "reset"], ["metadata"])
+    checked = iabulk(srv, "verify", str(log))
+    assert checked.returncode == 0, checked.stderr  # verify tries again too
+
+
 def test_a_different_source_for_an_existing_log_is_refused(
     standin: Callable[..., ArchiveStandin], tmp_path: Path, dest: Path
 ) -> None:

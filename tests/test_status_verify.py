@@ -166,11 +166,48 @@ def test_verify_requeue_with_a_directory_where_a_file_belongs(
     found = iabulk(srv, "verify", "--requeue", str(log))
     assert found.returncode == 1
     assert "damaged item-2: md5 mismatch a.bin; not a file: sub/b.txt" in found.stderr
-    assert "1 item(s) put back to pending" in found.stderr
-    assert not (item / "a.bin").exists() and (item / "sub" / "b.txt").is_dir()
+    assert f"not requeued: remove {item / 'sub' / 'b.txt'} first" in found.stderr
+    assert "put back to pending" not in found.stderr  # a download could not repair it
+    assert JobLog(log).status()["completed"] == 6
+    (item / "sub" / "b.txt").rmdir()
+    again = iabulk(srv, "verify", "--requeue", str(log))
+    assert again.returncode == 1 and "1 item(s) put back to pending" in again.stderr
     resumed = iabulk(srv, "download", "--joblog", str(log), "-q")
-    assert resumed.returncode == 1
-    assert "item-2" in iabulk(srv, "status", "--failed", str(log)).stdout
+    assert resumed.returncode == 1  # the dark item, still
+    assert iabulk(srv, "verify", str(log)).returncode == 0
+
+
+def test_verify_requeue_with_a_file_where_a_directory_belongs(
+    standin: Callable[..., ArchiveStandin], tmp_path: Path
+) -> None:
+    srv = standin(corpus_with_dark())
+    log, dest = first_run(srv, tmp_path)
+    sub = dest / "item-3" / "sub"
+    (sub / "b.txt").unlink()
+    sub.rmdir()
+    sub.write_bytes(b"in the way")
+    found = iabulk(srv, "verify", "--requeue", str(log))
+    assert found.returncode == 1
+    assert f"damaged item-3: missing sub/b.txt; not requeued: remove {sub} first" in found.stderr
+    assert JobLog(log).status()["completed"] == 6
+
+
+def test_verify_names_a_destination_that_is_gone(
+    standin: Callable[..., ArchiveStandin], tmp_path: Path
+) -> None:
+    srv = standin(corpus_with_dark())
+    log, dest = first_run(srv, tmp_path)
+    later = tmp_path / "later"
+    later.mkdir()
+    again = search_download(srv, log, later, "-q")  # the same source, recorded with --destdir later
+    assert again.returncode == 1, again.stderr  # the dark item
+    dest.rename(tmp_path / "unmounted")
+    found = iabulk(srv, "verify", str(log))
+    assert found.returncode == 2, found.stderr
+    assert found.stderr == (
+        f"iabulk: destination {dest} (where 6 completed item(s) went) does not exist: "
+        "mount it, or name every destination with --destdir\n"
+    )
 
 
 def test_status_watch_as_the_readme_writes_it(tmp_path: Path) -> None:

@@ -846,6 +846,12 @@ def cmd_verify(args: argparse.Namespace) -> int:
             raise UsageError(f"destination directory does not exist: {dest}")
     if not args.destdir:  # also where items completed: a resume may have been given others
         used = joblog.analytics()["disks"]
+        for dest, figures in used.items():
+            if dest and figures["completed"] and not os.path.isdir(dest):
+                raise UsageError(
+                    f"destination {dest} (where {figures['completed']} completed item(s) went) "
+                    "does not exist: mount it, or name every destination with --destdir"
+                )
         destdirs = [*destdirs, *(d for d in used if d not in destdirs and os.path.isdir(d))]
     if args.requeue:  # hold the log before removing anything, so the requeue cannot be refused
         try:

@@ -56,6 +56,8 @@ __all__ = ["DownloadWorker", "DownloadOptions", "unsafe_name_reason", "PART_SUFF
 
 CHUNK = 1 << 20
 PART_SUFFIX = ".iabulk-part"
+CHECK_TRIES = 4
+"""Tries at an item's metadata for ``verify`` (waits of 1, 2, 4 s between)."""
 CLAIM_POLL = 0.5
 """Seconds between tries for a temporary file another process holds."""
 HELP_MIN_FILES = 8
@@ -102,6 +104,10 @@ class _Permanent(Exception):
 
 class _Transient(Exception):
     """Try again later: the network, the server or the data failed us."""
+
+
+class _ItemFault(_Transient):
+    """The server answered, and what it sent does not match the metadata."""
 
 
 class _RateLimited(Exception):
@@ -352,7 +358,8 @@ class DownloadWorker(BaseWorker):
         except _Cancelled:
             return WorkerResult(False, identifier, error="cancelled")
         except _Transient as exc:
-            return WorkerResult(False, identifier, error=str(exc))
+            fault = isinstance(exc, _ItemFault)
+            return WorkerResult(False, identifier, error=str(exc), item_fault=fault)
 
     def _get(self, url: str, cancel: threading.Event, **kwargs: Any) -> requests.Response:
         timeout = self.options.timeout
@@ -401,10 +408,15 @@ class DownloadWorker(BaseWorker):
         removed before the item is pending, so no item stays ``completed``
         without its files.
         """
-        try:
-            metadata = self._metadata(identifier, cancel)
-        except (_Permanent, _Transient, _RateLimited) as exc:
-            raise RuntimeError(str(exc)) from None
+        for attempt in range(CHECK_TRIES):
+            try:
+                metadata = self._metadata(identifier, cancel)
+                break
+            except (_Transient, _RateLimited) as exc:
+                if attempt + 1 == CHECK_TRIES or cancel.wait(2.0**attempt):
+                    raise RuntimeError(str(exc)) from None
+            except (_Permanent, _Cancelled) as exc:
+                raise RuntimeError(str(exc) or "cancelled") from None
         files, _ = self._select(identifier, metadata)
         if not files:
             return []
@@ -420,10 +432,13 @@ class DownloadWorker(BaseWorker):
             if requeue is not None:
                 requeue()
             return ["item directory missing"]
-        item_dir, problems, wrong_size, wrong_md5 = min(
+        item_dir, problems, wrong_size, wrong_md5, blocked = min(
             (_inspect(d, files) for d in item_dirs), key=lambda found: len(found[1])
         )
         if not problems or requeue is None:
+            return problems
+        if blocked:  # a download could not put the file there: someone must look
+            problems.append(f"not requeued: remove {', '.join(blocked)} first")
             return problems
         for path in wrong_md5:
             try:
@@ -459,6 +474,8 @@ class DownloadWorker(BaseWorker):
                 metadata = response.json()
             except ValueError:
                 raise _Transient("metadata is not JSON") from None
+            except requests.RequestException as exc:  # the body cut short
+                raise _Transient(f"{_describe(exc)} reading metadata") from None
         if not isinstance(metadata, dict):
             raise _Transient("metadata is not a JSON object")
         if not metadata:
@@ -660,7 +677,7 @@ class DownloadWorker(BaseWorker):
         """Make one file present and verified; returns the bytes downloaded."""
         target = os.path.join(item.root, f.name)
         part = temporary_path(target, PART_SUFFIX)
-        failures: list[str] = []
+        failures: list[_Transient] = []
         try:
             if not item.fresh and self._already_there(target, f):
                 return 0
@@ -685,7 +702,7 @@ class DownloadWorker(BaseWorker):
                         written = self._transfer(out, part, item, f, cancel)
                         ok = True
                     except _Transient as exc:
-                        failures.append(str(exc))
+                        failures.append(exc)
                         continue
                     except _Permanent:
                         if f.optional:
@@ -699,7 +716,10 @@ class DownloadWorker(BaseWorker):
                 _release(out, part)
         except OSError as exc:
             raise _write_failure(exc, part, target, item.reservation.path) from None
-        raise _Transient(f"{f.name}: {failures[-1]}" if failures else f"{f.name}: failed")
+        if not failures:
+            raise _Transient(f"{f.name}: failed")
+        every_time = all(isinstance(exc, _ItemFault) for exc in failures)
+        raise (_ItemFault if every_time else _Transient)(f"{f.name}: {failures[-1]}")
 
     def _refuse_foreign(self, target: str, f: _File) -> None:
         if self.options.no_directories and os.path.lexists(target):
@@ -764,7 +784,7 @@ class DownloadWorker(BaseWorker):
             raise _Transient(f"short read for {f.name}: {total} of {f.size} bytes")
         if f.md5 is not None and digest.hexdigest() != f.md5:
             _truncate(out, 0)
-            raise _Transient(f"md5 mismatch for {f.name}")
+            raise _ItemFault(f"md5 mismatch for {f.name}")
         return received
 
     def _request_file(
@@ -952,30 +972,49 @@ def _finish_file(part: str, target: str, f: _File) -> None:
     os.replace(part, target)
 
 
-def _inspect(item_dir: str, files: list[_File]) -> tuple[str, list[str], list[str], list[str]]:
+def _inspect(
+    item_dir: str, files: list[_File]
+) -> tuple[str, list[str], list[str], list[str], list[str]]:
     """What is wrong with ``files`` under ``item_dir``: the problems, the files
-    of the wrong size, and those of the right size but the wrong md5 (a resume
-    would trust them as they are)."""
+    of the wrong size, those of the right size but the wrong md5 (a resume
+    would trust them as they are), and what stands where a file must go (a
+    directory, or a file where a directory must be) that no download replaces."""
     problems: list[str] = []
     wrong_size: list[str] = []
     wrong_md5: list[str] = []
+    blocked: list[str] = []
     for f in files:
         path = os.path.join(item_dir, f.name)
         try:
             st = os.stat(path)
+        except NotADirectoryError:
+            problems.append(f"missing {f.name}")
+            blocked.append(_blocking_file(item_dir, f.name))
+            continue
         except OSError:
             if not f.optional:
                 problems.append(f"missing {f.name}")
             continue
         if not stat.S_ISREG(st.st_mode):
             problems.append(f"not a file: {f.name}")
+            blocked.append(path)
         elif f.size is not None and st.st_size != f.size:
             problems.append(f"wrong size {f.name} ({st.st_size} of {f.size} bytes)")
             wrong_size.append(path)
         elif f.md5 is not None and _file_md5(path) != f.md5:
             problems.append(f"md5 mismatch {f.name}")
             wrong_md5.append(path)
-    return item_dir, problems, wrong_size, wrong_md5
+    return item_dir, problems, wrong_size, wrong_md5, blocked
+
+
+def _blocking_file(item_dir: str, name: str) -> str:
+    """The first directory of ``name`` that is not one under ``item_dir``."""
+    path = item_dir
+    for part in name.split("/")[:-1]:
+        path = os.path.join(path, part)
+        if not os.path.isdir(path):
+            break
+    return path
 
 
 def _stamp_unverified(path: str) -> None:

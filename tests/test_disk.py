@@ -159,3 +159,64 @@ def test_a_destination_that_is_gone_stops_the_run(tmp_path: Path) -> None:
     (tmp_path / "a").rmdir()
     with pytest.raises(StopRun, match="is gone"):
         pool.reserve("x", 10)
+
+
+def lay_out(root: str, files: dict[str, bytes]) -> None:
+    for name, data in files.items():
+        path = Path(root, name)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(data)
+
+
+def files_under(root: str) -> dict[str, int]:
+    return {
+        str(p.relative_to(root)): p.stat().st_size for p in Path(root).rglob("*") if p.is_file()
+    }
+
+
+def test_a_move_cut_short_while_copying_is_undone(tmp_path: Path) -> None:
+    """Killed during the copy: the target has some whole copies and a temporary one."""
+    pool, (a, b) = pool_with(tmp_path, {"a": 10_000, "b": 10_000})
+    lay_out(a, {"x/f0.bin": b"0" * 300, "x/f1.bin.iabulk-part": b"1" * 200})
+    lay_out(b, {"x/f0.bin": b"0" * 300, "x/f1.bin.iabulk-part.iabulk-moving": b"1" * 50})
+    r = pool.reserve("x", 1000, present=_tree_size)
+    assert r.path == a and r.reserved == 500
+    assert files_under(a) == {"x/f0.bin": 300, "x/f1.bin.iabulk-part": 200}
+    assert not Path(b, "x").exists()
+
+
+def test_a_move_cut_short_while_removing_the_originals_is_finished(tmp_path: Path) -> None:
+    pool, (a, b) = pool_with(tmp_path, {"a": 10_000, "b": 10_000})
+    lay_out(a, {"x/f1.bin.iabulk-part": b"1" * 200})
+    lay_out(b, {"x/f0.bin": b"0" * 300, "x/f1.bin.iabulk-part": b"1" * 200})
+    r = pool.reserve("x", 1000, present=_tree_size)
+    assert r.path == b and r.reserved == 500
+    assert not Path(a, "x").exists()
+
+
+def test_what_a_cut_short_move_left_on_the_target_does_not_keep_the_move_out(
+    tmp_path: Path,
+) -> None:
+    """The home is full; the target has room for the item only once its leftovers go."""
+    pool, (a, b) = pool_with(tmp_path, {"a": 0, "b": 1000})
+    pool._free_bytes = lambda p: 0 if p == a else 1000 - _tree_size(b)  # type: ignore[method-assign]
+    lay_out(a, {"x/f0.bin": b"0" * 300, "x/f1.bin.iabulk-part": b"1" * 200})
+    lay_out(b, {"x/f0.bin": b"0" * 300, "x/f1.bin.iabulk-part.iabulk-moving": b"1" * 150})
+    r = pool.reserve("x", 1000, present=_tree_size)
+    assert r.path == b
+    assert files_under(b) == {"x/f0.bin": 300, "x/f1.bin.iabulk-part": 200}
+    assert not Path(a, "x").exists()
+
+
+def test_copies_that_differ_are_kept(tmp_path: Path) -> None:
+    """Not a move's leftovers (a resume given other --destdir): nothing is lost."""
+    pool, (a, b) = pool_with(tmp_path, {"a": 10_000, "b": 10_000})
+    lay_out(a, {"x/f0.bin": b"0" * 300})
+    lay_out(b, {"x/f1.bin": b"1" * 200, "x/f0.bin": b"0" * 100})
+    pool.reserve("x", 1000, present=_tree_size)
+    assert files_under(a) == {"x/f0.bin": 300}
+    assert files_under(b) == {"x/f1.bin": 200}  # the shorter f0.bin went: a has all of it
+
+
+def _tree_size(root: str) -> int:
+    return sum(files_under(root).values()) if os.path.isdir(root) else 0

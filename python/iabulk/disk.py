@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import functools
 import os
 import re
 import shutil
@@ -126,6 +127,32 @@ class DiskPool:
                 return dest
         return None
 
+    def _settle(self, subdir: str, present: Callable[[str], int] | None) -> str | None:
+        """Where the item's files are, after tidying what a cut-short move left.
+
+        A move killed (or refused for space) part-way leaves every file whole
+        in one place or both, and temporary copies beside them. The copy
+        holding the most bytes is the item's home; elsewhere, temporary
+        copies and files the home holds at least as much of are removed, so
+        nothing is left behind and nothing is fetched twice.
+        """
+        copies = [
+            os.path.join(dest, subdir)
+            for dest in self.destdirs
+            if os.path.isdir(os.path.join(dest, subdir))
+        ]
+        for root in copies:
+            _remove_files(root, lambda name: name.endswith(_MOVING))
+        held = [root for root in copies if _holds_files(root)]
+        if len(held) > 1:
+            weigh = present or _tree_bytes
+            home = max(held, key=weigh)  # the first of equals: --destdir order
+            for root in held:
+                if root != home:
+                    _remove_files(root, functools.partial(_covered, root, home))
+                    _remove_empty_tree(root)
+        return self.holding(subdir)
+
     def available(self, dest: str) -> int:
         """Free bytes on ``dest`` after the margin and other items' promises."""
         device = self._devices[dest]
@@ -160,7 +187,7 @@ class DiskPool:
         if self.check:
             self._check_fits(subdir, nbytes)
         with self._lock:
-            home = self.holding(subdir)
+            home = self._settle(subdir, present) if subdir else self.holding(subdir)
             move_from = None
             need = nbytes
             if home is not None and subdir and present is not None:
@@ -210,6 +237,34 @@ class DiskPool:
     def _release(self, reservation: Reservation) -> None:
         with self._lock:
             self._reservations.remove(reservation)
+
+
+def _remove_files(root: str, doomed: Callable[[str], bool]) -> None:
+    """Remove the files under ``root`` whose path relative to it is ``doomed``."""
+    for here, _, files in os.walk(root):
+        for name in files:
+            path = os.path.join(here, name)
+            if doomed(os.path.relpath(path, root)):
+                with contextlib.suppress(FileNotFoundError):
+                    os.remove(path)
+
+
+def _covered(root: str, home: str, name: str) -> bool:
+    """Whether ``home`` has at least as much of ``name`` as ``root`` has."""
+    try:
+        return os.path.getsize(os.path.join(home, name)) >= os.path.getsize(
+            os.path.join(root, name)
+        )
+    except OSError:
+        return False
+
+
+def _tree_bytes(root: str) -> int:
+    return sum(
+        os.path.getsize(os.path.join(here, name))
+        for here, _, files in os.walk(root)
+        for name in files
+    )
 
 
 def _holds_files(path: str) -> bool:

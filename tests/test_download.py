@@ -787,3 +787,21 @@ def test_on_the_fly_files_pass_the_same_filters(
     assert result.returncode == 0, result.stderr
     got = {p.name for p in (dest / "book").iterdir()} - {"book_meta.xml", "book_files.xml"}
     assert got == expected
+
+
+def test_a_job_log_removed_during_the_run_stops_it_with_an_error(
+    standin: Callable[..., ArchiveStandin], tmp_path: Path, dest: Path
+) -> None:
+    corpus = corpus_of(20, size=200_000)
+    srv = standin(corpus, FaultPlan(bandwidth=1_000_000))
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    args = search_args(logs / "run.jsonl", dest, "-w", "2")
+    run = subprocess.Popen([IABULK, *args], env=srv.client_env(), stderr=subprocess.PIPE, text=True)
+    wait_for(lambda: bool(list(dest.rglob("*.bin"))))
+    (logs / "run.jsonl").unlink()
+    _, err = run.communicate(timeout=60)
+    assert run.returncode == 2, err
+    assert "iabulk: cannot write the job log: it was removed or replaced while in use" in err
+    assert "Traceback" not in err
+    assert len(list(dest.rglob("*.bin"))) < 20  # it stopped, rather than run on unrecorded

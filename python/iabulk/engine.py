@@ -178,6 +178,7 @@ class BulkEngine:
         if self._fatal is not None:
             raise self._fatal
         self.joblog.sync()  # the buffered `started` lines, for `status`
+        self.joblog.check_in_place()
         self.summary.interrupted = self._stopping
         return self.summary
 
@@ -189,6 +190,14 @@ class BulkEngine:
                 self.joblog.flush()
             except OSError:
                 return  # the next durable write reports it, and stops the run
+            try:
+                self.joblog.check_in_place()
+            except OSError as exc:  # writes still succeed, to a file no one will read
+                with self._cond:
+                    if self._fatal is None:
+                        self._fatal = exc
+                self.request_stop()
+                return
 
     def _submit_all(self) -> None:
         with ThreadPoolExecutor(self.workers, thread_name_prefix="iabulk-job") as pool:

@@ -13,6 +13,7 @@ The log knows nothing about archive.org: a job is a seq, an id and an op.
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import threading
@@ -66,6 +67,12 @@ def encode_line(record: dict[str, Any]) -> bytes:
         raise ValueError("nested too deeply for a job log line") from None
 
 
+_GONE = (
+    "it was removed or replaced while in use; what this run recorded is lost, "
+    "the files it fetched are kept (a new run checks them without fetching them again)"
+)
+
+
 def check_seq(seq: Any) -> int:
     """``seq`` if it is an int in ``1..=MAX_SEQ``; every reader skips any other seq."""
     if not isinstance(seq, int) or isinstance(seq, bool):
@@ -96,8 +103,21 @@ class JobLog:
             with self._open_lock:
                 if self._appender is None:
                     self._appender = Appender(self.path)
+                    self._identity = os.stat(self.path)
                 appender = self._appender
         return appender
+
+    def check_in_place(self) -> None:
+        """Raise FileNotFoundError if the file this log writes to is no longer at
+        its path (removed, or replaced): every line written since is lost."""
+        if self._appender is None:
+            return
+        try:
+            here = os.path.samestat(os.stat(self.path), self._identity)
+        except FileNotFoundError:
+            here = False
+        if not here:
+            raise FileNotFoundError(errno.ENOENT, _GONE, self.path)
 
     @property
     def repaired_bytes(self) -> int:

@@ -205,6 +205,50 @@ def test_slurm_script_runs_as_an_array_and_covers_the_corpus(
         assert done.returncode == 0, done.stderr
     assert downloaded(dest) == set(corpus.identifiers())
     assert len(list(logs.glob("shard-*.jsonl"))) == last - first + 1
+    # One task resubmitted alone: Slurm numbers the array afresh (MIN 4, COUNT 1).
+    (logs / "shard-4.jsonl").rename(tmp_path / "lost.jsonl")
+    for _ in range(2):  # a task that never ran, then the same task requeued
+        env = srv.client_env(
+            SLURM_ARRAY_TASK_ID="4",
+            SLURM_ARRAY_TASK_MIN="4",
+            SLURM_ARRAY_TASK_COUNT="1",
+            QUERY="collection:c",
+            LOGDIR=str(logs),
+            DEST=str(dest),
+        )
+        done = subprocess.run(
+            ["bash", str(script)], env=env, capture_output=True, text=True, timeout=120
+        )
+        assert done.returncode == 0, done.stderr
+    all_logged = [i for log in logs.glob("shard-*.jsonl") for i in logged_ids(log)]
+    assert sorted(all_logged) == sorted(corpus.identifiers())  # each item in one shard
+
+
+def test_a_rescheduled_pod_resumes_its_log_without_shards_given(
+    standin: Callable[..., ArchiveStandin], tmp_path: Path
+) -> None:
+    srv = standin(corpus_of(8))
+    log = tmp_path / "shard-2.jsonl"
+    pod = srv.client_env(JOB_COMPLETION_INDEX="2")
+    first = subprocess.run(
+        [IABULK, *search_args(log, tmp_path, "--shards", "4")],
+        env=pod,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert first.returncode == 0, first.stderr
+    added = int(re.search(r"resolved: (\d+) new job\(s\)", first.stderr)[1])  # type: ignore[index]
+    assert f", {8 - added} in other shards;" in first.stderr
+    again = subprocess.run(
+        [IABULK, "download", "--joblog", str(log)],
+        env=pod,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert again.returncode == 0, again.stderr
+    assert "nothing left to do" in again.stderr
 
 
 def test_gnu_parallel_recipe_names_every_shard_once() -> None:

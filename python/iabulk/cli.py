@@ -18,6 +18,7 @@ import signal
 import sys
 import time
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, replace
 from types import FrameType
 from typing import Any, TextIO
 
@@ -340,20 +341,44 @@ def _status_text(logs: Sequence[JobLog], as_json: bool) -> str:
 # -- download ------------------------------------------------------------------
 
 
-def _source_from_args(args: argparse.Namespace) -> tuple[Source | None, Shard | None]:
-    """The source given on the command line (None on a plain resume), and the
-    shard given or set by a scheduler (None outside an array job)."""
+@dataclass(frozen=True)
+class _ShardChoice:
+    """The shard a run is asked to be: given with ``--shard``, or set by a
+    scheduler (which yields to the shard an existing log records: a resubmitted
+    array task may be numbered afresh)."""
+
+    shard: Shard | None
+    given: bool
+    problem: str | None = None
+
+    def for_log(self, recorded: Source | None) -> Shard | None:
+        """The shard to run as, given the log's source record (None: a new log)."""
+        if not self.given and recorded is not None:
+            return recorded.shard
+        if self.problem is not None:
+            raise UsageError(self.problem)
+        return self.shard
+
+
+def _shard_choice(args: argparse.Namespace) -> _ShardChoice:
+    try:
+        if args.shard:
+            return _ShardChoice(parse_shard(args.shard), given=True)
+        return _ShardChoice(shard_from_env(os.environ, args.shards), given=False)
+    except ShardError as exc:
+        return _ShardChoice(None, given=bool(args.shard), problem=str(exc))
+
+
+def _source_from_args(args: argparse.Namespace) -> Source | None:
+    """The source given on the command line (None on a plain resume), not yet
+    bound to a shard (see :class:`_ShardChoice`)."""
     given = [bool(args.search), bool(args.itemlist), bool(args.identifiers)]
     if sum(given) > 1:
         raise UsageError("give one source: --search, --itemlist or identifiers")
     if args.search_param and not args.search:
         raise UsageError("--search-param needs --search")
-    try:
-        shard = parse_shard(args.shard) if args.shard else shard_from_env(os.environ, args.shards)
-    except ShardError as exc:
-        raise UsageError(str(exc)) from None
     if not any(given):
-        return None, shard
+        return None
     if args.search:
         params: dict[str, str] = {}
         for pair in args.search_param:
@@ -362,7 +387,7 @@ def _source_from_args(args: argparse.Namespace) -> tuple[Source | None, Shard | 
                 raise UsageError(f"--search-param takes KEY:VALUE, not {pair!r}")
             params[key] = value  # a key given twice: the last one counts
         pairs = tuple(sorted(params.items()))
-        return Source("search", query=args.search, params=pairs, shard=shard), shard
+        return Source("search", query=args.search, params=pairs)
     if args.itemlist:
         path = itemlist_path(args.itemlist)
         if path != "-" and not os.path.isfile(path):
@@ -375,8 +400,8 @@ def _source_from_args(args: argparse.Namespace) -> tuple[Source | None, Shard | 
             )
         if path != "-":
             check_itemlist(path)
-        return Source("itemlist", path=path, shard=shard), shard
-    return Source("ids", ids=tuple(args.identifiers), shard=shard), shard
+        return Source("itemlist", path=path)
+    return Source("ids", ids=tuple(args.identifiers))
 
 
 def _options(args: argparse.Namespace, recorded: dict[str, Any]) -> dict[str, Any]:
@@ -550,13 +575,15 @@ def _recorded_run(snapshot: Snapshot, path: str) -> tuple[Source | None, dict[st
 
 
 def cmd_download(args: argparse.Namespace) -> int:
-    cli_source, cli_shard = _source_from_args(args)
+    cli_source = _source_from_args(args)
+    shard = _shard_choice(args)
     ia = ia_session(args.config_file)  # a bad config file is refused before the log is touched
     if not _check_log_path(args.joblog):
         # A new log: every option comes from this command line, so a bad one
         # is refused before the log is created.
         if cli_source is None:
             raise UsageError("nothing to download: give --search, --itemlist or identifiers")
+        shard.for_log(None)
         _check_options(_options(args, {}))
     joblog = JobLog(args.joblog)
     try:
@@ -566,7 +593,7 @@ def cmd_download(args: argparse.Namespace) -> int:
     interrupts = _Interrupts()
     interrupts.install()
     try:
-        code = _download(args, joblog, ia, cli_source, cli_shard, interrupts)
+        code = _download(args, joblog, ia, cli_source, shard, interrupts)
     except KeyboardInterrupt:
         code = 130
         print("iabulk: interrupted; run the same command again to resume", file=sys.stderr)
@@ -638,18 +665,21 @@ def _download(
     joblog: JobLog,
     ia: Any,
     cli_source: Source | None,
-    cli_shard: Shard | None,
+    shard_choice: _ShardChoice,
     interrupts: _Interrupts,
 ) -> int:
     snapshot = joblog.snapshot()
     recorded_source, recorded_options, recorded_op = _recorded_run(snapshot, args.joblog)
     if recorded_op != OP:
         raise JobLogError(f"{args.joblog} is a job log for '{recorded_op}', not {OP}")
-    if cli_shard and recorded_source and recorded_source.shard != cli_shard:
+    if shard_choice.given and recorded_source and recorded_source.shard != shard_choice.shard:
         raise JobLogError(
             f"{args.joblog} is shard {recorded_source.shard or '(none)'} of its source, "
-            f"not shard {cli_shard}; use the log of that shard"
+            f"not shard {shard_choice.shard}; use the log of that shard"
         )
+    shard = shard_choice.for_log(recorded_source)
+    if cli_source is not None:
+        cli_source = replace(cli_source, shard=shard)
     if cli_source and recorded_source and not cli_source.same_as(recorded_source):
         raise JobLogError(
             f"{args.joblog} was started for {recorded_source.describe()}, "
@@ -677,6 +707,11 @@ def _download(
 
     if workers > POLITE_WORKERS:
         say(f"warning: {workers} workers; archive.org may block clients with many connections")
+    if not shard_choice.given and shard_choice.shard not in (None, shard):
+        say(
+            f"shard {shard or '(none)'}, as {args.joblog} records it "
+            f"(the scheduler numbers this task {shard_choice.shard})"
+        )
     # A source given again is resolved again: what is new in it (an edited
     # item list, new items in a collection) is added, the rest skipped. A log
     # without a source record was written by another tool (or the upstream
@@ -704,8 +739,9 @@ def _download(
                 f"{exc}, again and again; the jobs found so far are kept: "
                 "run the same command again to go on"
             ) from None
+        others = f", {stats.other_shards} in other shards" if source.shard else ""
         say(
-            f"resolved: {stats.added} new job(s), {stats.known} already in the log; "
+            f"resolved: {stats.added} new job(s), {stats.known} already in the log{others}; "
             f"{stats.duplicates} duplicate(s) and {stats.empty} empty line(s) skipped"
         )
         snapshot = joblog.snapshot()

@@ -4,8 +4,10 @@ Every shard resolves the same source and keeps the identifiers whose stable
 hash falls in its share, so the shards together cover the source exactly
 once, and adding items to the source never moves an existing item to another
 shard. K and N can come from the scheduler: a Slurm job array
-(``SLURM_ARRAY_TASK_ID``, ``SLURM_ARRAY_TASK_MIN``, ``SLURM_ARRAY_TASK_COUNT``)
-or a Kubernetes Indexed Job (``JOB_COMPLETION_INDEX`` plus ``--shards N``).
+(``SLURM_ARRAY_TASK_ID`` as K with ``--shards N``; without it, from the array
+as submitted: ``SLURM_ARRAY_TASK_MIN``, ``SLURM_ARRAY_TASK_COUNT``) or a
+Kubernetes Indexed Job (``JOB_COMPLETION_INDEX`` plus ``--shards N``). A log
+records its shard, and a scheduler's numbering yields to it on a resume.
 """
 
 from __future__ import annotations
@@ -52,14 +54,22 @@ def shard_from_env(env: Mapping[str, str], shards: int | None) -> Shard | None:
     """The shard a scheduler started us as, or None outside an array job."""
     if "SLURM_ARRAY_TASK_ID" in env:
         task = _whole_number(env, "SLURM_ARRAY_TASK_ID")
-        first = _whole_number(env, "SLURM_ARRAY_TASK_MIN") if "SLURM_ARRAY_TASK_MIN" in env else 0
-        if shards is None:
-            if "SLURM_ARRAY_TASK_COUNT" not in env:
+        if shards is not None:
+            # The task number is the shard: the same whichever tasks are (re)submitted.
+            if not 1 <= task <= shards:
                 raise ShardError(
-                    "SLURM_ARRAY_TASK_ID is set but SLURM_ARRAY_TASK_COUNT is not: "
-                    "give the number of shards with --shards N"
+                    f"SLURM_ARRAY_TASK_ID {task} is not a shard of {shards}: "
+                    f"number the array 1-{shards} (sbatch --array=1-{shards})"
                 )
-            shards = _whole_number(env, "SLURM_ARRAY_TASK_COUNT")
+            return Shard(task, shards)
+        # The whole array as submitted: only a first submission numbers it right.
+        first = _whole_number(env, "SLURM_ARRAY_TASK_MIN") if "SLURM_ARRAY_TASK_MIN" in env else 0
+        if "SLURM_ARRAY_TASK_COUNT" not in env:
+            raise ShardError(
+                "SLURM_ARRAY_TASK_ID is set but SLURM_ARRAY_TASK_COUNT is not: "
+                "give the number of shards with --shards N"
+            )
+        shards = _whole_number(env, "SLURM_ARRAY_TASK_COUNT")
         return _scheduled(task - first + 1, shards, "SLURM_ARRAY_TASK_ID")
     if "JOB_COMPLETION_INDEX" in env:
         if shards is None:

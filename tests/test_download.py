@@ -297,14 +297,18 @@ def test_filters_that_pass_no_file_are_reported_early_and_at_the_end(
     assert "25 item(s) completed with no file passing --glob '*.bni'" in typo.stderr
     assert not list(dest.rglob("*.bin"))
 
+    before = log.read_bytes()
     fixed = iabulk(srv, "download", "--joblog", str(log), "--glob", "*.bin")
-    assert fixed.returncode == 0, fixed.stderr
-    assert "note: the file filters were --glob '*.bni' when the log's 25 completed" in fixed.stderr
-    assert "nothing left to do" in fixed.stderr
+    assert fixed.returncode == 2, fixed.stderr
+    assert fixed.stderr == (
+        f"iabulk: {log} was started with the file filters --glob '*.bni': its items are "
+        "fetched and verified by them; for other filters, start a new --joblog\n"
+    )
+    assert log.read_bytes() == before
 
     right = iabulk(srv, *search_args(tmp_path / "new.jsonl", dest, "--glob", "*.bin"))
     assert right.returncode == 0, right.stderr
-    assert "no file passing" not in right.stderr and "note:" not in right.stderr
+    assert "no file passing" not in right.stderr
     assert len(list(dest.rglob("*.bin"))) == 25
 
 

@@ -697,12 +697,11 @@ def _download(
             print(f"iabulk: {text}", file=sys.stderr)
 
     changed = [k for k in _FILTERS if k in recorded_options and options[k] != recorded_options[k]]
-    if changed and snapshot.completed:
-        was = _filters_text(recorded_options, changed)
-        say(
-            f"note: the file filters were {was or 'none'} when the log's {snapshot.completed} "
-            "completed item(s) were fetched; the new ones apply to the jobs still to do: "
-            "to fetch other files of completed items, start a new --joblog"
+    if changed and snapshot.total:
+        was = _filters_text(recorded_options, changed) or "none"
+        raise UsageError(
+            f"{args.joblog} was started with the file filters {was}: its items are fetched "
+            "and verified by them; for other filters, start a new --joblog"
         )
 
     if workers > POLITE_WORKERS:

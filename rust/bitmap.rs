@@ -132,6 +132,16 @@ impl Bitmap {
         self.count == 0
     }
 
+    /// Whether every bit set in `other` is set here too.
+    pub fn is_superset(&self, other: &Bitmap) -> bool {
+        other.count <= self.count
+            && other
+                .words
+                .iter()
+                .enumerate()
+                .all(|(i, &theirs)| theirs & !self.words.get(i).copied().unwrap_or(0) == 0)
+    }
+
     /// Bytes of storage currently allocated.
     pub fn size_bytes(&self) -> usize {
         self.words.capacity() * 8
@@ -174,6 +184,23 @@ mod tests {
         assert_eq!(b.clear(i128::from(MAX_SEQ) - 1), Ok(false));
         assert_eq!(b.len(), 2);
         assert_eq!(b.iter().collect::<Vec<_>>(), vec![0, MAX_SEQ]);
+    }
+
+    #[test]
+    fn superset() {
+        let mut big = Bitmap::new();
+        let mut small = Bitmap::new();
+        assert!(big.is_superset(&small) && small.is_superset(&big));
+        for n in [1, 64, 700, 5_000] {
+            big.set(n).unwrap();
+        }
+        small.set(700).unwrap();
+        assert!(big.is_superset(&small) && !small.is_superset(&big));
+        small.set(9_000).unwrap(); // beyond big's words
+        assert!(!big.is_superset(&small));
+        small.clear(9_000).unwrap();
+        small.set(2).unwrap();
+        assert!(!big.is_superset(&small));
     }
 
     #[test]

@@ -5,6 +5,7 @@
 
 use std::io;
 use std::path::{Path, PathBuf};
+use std::sync::{Mutex, PoisonError};
 
 use pyo3::exceptions::{PyIndexError, PyOSError, PyOverflowError, PyValueError};
 use pyo3::intern;
@@ -119,6 +120,10 @@ impl Bitmap {
         self.inner.len() as usize
     }
 
+    fn issuperset(&self, other: &Bitmap) -> bool {
+        self.inner.is_superset(&other.inner)
+    }
+
     #[getter]
     fn size_bytes(&self) -> usize {
         self.inner.size_bytes()
@@ -185,11 +190,17 @@ const BATCH_LINES: usize = 1024;
 const BATCH_BYTES: usize = 1 << 20;
 
 /// Iterator over a [`JobList`]: reads lines in batches with the GIL
-/// released, parses each with `json.loads` when it is reached.
-#[pyclass(module = "iabulk._native")]
+/// released, parses each with `json.loads` when it is reached. One iterator
+/// may be shared by threads, as a list's is: its state is behind a lock,
+/// taken without the GIL whenever it may have to wait.
+#[pyclass(module = "iabulk._native", frozen)]
 struct PendingIter {
     jobs: pending::PendingJobs,
     path: PathBuf,
+    state: Mutex<IterState>,
+}
+
+struct IterState {
     reader: LineReader,
     batch: Batch,
     /// Next line to hand out from `batch`.
@@ -198,31 +209,61 @@ struct PendingIter {
     next: usize,
 }
 
-#[pymethods]
-impl PendingIter {
-    fn __iter__(slf: PyRef<'_, Self>) -> PyRef<'_, Self> {
-        slf
-    }
-
-    fn __next__<'py>(&mut self, py: Python<'py>) -> PyResult<Option<Bound<'py, PyAny>>> {
+impl IterState {
+    /// The next line, reading a batch if need be; None at the end.
+    fn take(&mut self, jobs: &pending::PendingJobs) -> io::Result<Option<Vec<u8>>> {
         if self.pos >= self.batch.len() {
-            if self.next >= self.jobs.len() {
+            if self.next >= jobs.len() {
                 return Ok(None);
             }
-            let (jobs, reader, batch, from) =
-                (&self.jobs, &mut self.reader, &mut self.batch, self.next);
-            let n = py
-                .detach(|| jobs.fill(reader, from, BATCH_LINES, BATCH_BYTES, batch))
-                .map_err(|e| os_error(e, &self.path))?;
+            let n = jobs.fill(
+                &mut self.reader,
+                self.next,
+                BATCH_LINES,
+                BATCH_BYTES,
+                &mut self.batch,
+            )?;
             self.next += n;
             self.pos = 0;
             if n == 0 {
                 return Ok(None);
             }
         }
-        let line = self.batch.line(self.pos);
         self.pos += 1;
-        json_loads(py, line).map(Some)
+        Ok(Some(self.batch.line(self.pos - 1).to_vec()))
+    }
+}
+
+#[pymethods]
+impl PendingIter {
+    fn __iter__(slf: PyRef<'_, Self>) -> PyRef<'_, Self> {
+        slf
+    }
+
+    fn __next__<'py>(&self, py: Python<'py>) -> PyResult<Option<Bound<'py, PyAny>>> {
+        // Most lines are already in the batch: no read, so no need to let the GIL go.
+        let mut held = self.state.try_lock().ok();
+        let in_batch = match held.as_deref_mut() {
+            Some(state) if state.pos < state.batch.len() => Some(state.take(&self.jobs)),
+            _ => None,
+        };
+        drop(held); // a lock held across the match's arms would block the read below
+        let ready = match in_batch {
+            Some(ready) => ready,
+            None => {
+                let (state, jobs) = (&self.state, &self.jobs);
+                py.detach(|| {
+                    state
+                        .lock()
+                        .unwrap_or_else(PoisonError::into_inner)
+                        .take(jobs)
+                })
+            }
+        };
+        match ready.map_err(|e| os_error(e, &self.path))? {
+            Some(line) => json_loads(py, &line).map(Some),
+            None => Ok(None),
+        }
     }
 }
 
@@ -347,12 +388,14 @@ impl JobList {
 
     fn __iter__(&self) -> PendingIter {
         PendingIter {
-            reader: self.inner.reader(),
             jobs: self.inner.clone(),
             path: self.path.clone(),
-            batch: Batch::default(),
-            pos: 0,
-            next: 0,
+            state: Mutex::new(IterState {
+                reader: self.inner.reader(),
+                batch: Batch::default(),
+                pos: 0,
+                next: 0,
+            }),
         }
     }
 

@@ -143,7 +143,7 @@ def test_iter_pending_jobs_yields_job_dicts_in_seq_order(session: Path) -> None:
 def test_iter_pending_jobs_skips_seqs_in_the_given_bitmap(session: Path) -> None:
     extra_done = Bitmap()
     extra_done.set(4)
-    assert [j["id"] for j in JobLog(session).iter_pending_jobs(extra_done)] == ["gamma"]
+    assert [j["seq"] for j in JobLog(session).iter_pending_jobs(extra_done)] == [1, 2, 3]
 
 
 def test_get_max_seq(session: Path, tmp_path: Path) -> None:
@@ -400,3 +400,44 @@ def test_a_record_every_reader_would_drop_is_refused_when_written(
     log.close()
     assert (tmp_path / "j.jsonl").read_bytes() == before
     assert JobLog(tmp_path / "j.jsonl").snapshot().malformed == 0
+
+
+def test_iter_pending_jobs_yields_the_jobs_a_given_bitmap_leaves_out(tmp_path: Path) -> None:
+    log = JobLog(tmp_path / "j.jsonl")
+    for seq in range(1, 6):
+        log.write_job(seq, f"x{seq}", "download")
+    log.write_event("completed", 1)
+    log.write_event("failed", 2, error="e", retry=1)
+    log.write_event("failed", 3, error="e", retry=False)
+    seqs = lambda bitmap: [job["seq"] for job in log.iter_pending_jobs(bitmap)]  # noqa: E731
+    assert seqs(None) == seqs(log.build_resume_bitmap()) == [2, 4, 5]
+    assert seqs(Bitmap()) == [1, 2, 3, 4, 5]  # as upstream: every job not in the bitmap
+    only_completed = Bitmap()
+    only_completed.set(1)
+    assert seqs(only_completed) == [2, 3, 4, 5]  # the permanent failure comes back
+
+
+def test_one_pending_iterator_shared_by_threads_hands_each_job_out_once(
+    tmp_path: Path,
+) -> None:
+    log = JobLog(tmp_path / "j.jsonl")
+    for seq in range(1, 20_001):
+        log.write_job(seq, f"x{seq}", "download")
+    log.close()
+    jobs = iter(JobLog(tmp_path / "j.jsonl").load()["pending"])
+    seen: list[int] = []
+    errors: list[BaseException] = []
+
+    def take() -> None:
+        try:
+            seen.extend(job["seq"] for job in jobs)
+        except BaseException as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=take) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors
+    assert sorted(seen) == list(range(1, 20_001))

@@ -86,6 +86,9 @@ class Bitmap:
     def __len__(self) -> int:
         """Number of members."""
 
+    def issuperset(self, other: Bitmap) -> bool:
+        """Whether every member of ``other`` is a member of this one."""
+
     @property
     def size_bytes(self) -> int:
         """Bytes of storage currently allocated (12.5 MB at the cap)."""

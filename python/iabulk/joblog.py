@@ -14,6 +14,7 @@ The log knows nothing about archive.org: a job is a seq, an id and an op.
 from __future__ import annotations
 
 import errno
+import heapq
 import json
 import os
 import threading
@@ -215,13 +216,22 @@ class JobLog:
         return self.snapshot().bitmap
 
     def iter_pending_jobs(self, bitmap: Bitmap | None = None) -> Iterator[dict[str, Any]]:
-        """Job dicts not done, in seq order, read lazily.
+        """Job dicts whose seq is not in ``bitmap`` (by default the done ones,
+        :meth:`build_resume_bitmap`), in seq order, read lazily.
 
-        The pending set is this log's own; a ``bitmap`` given (as the upstream
-        API takes one) filters it further, so passing the log's own bitmap is
-        the same as passing none.
+        A bitmap holding every done seq can only leave out pending jobs: those
+        are read alone. Any other (say, completed jobs only, to run permanent
+        failures again) brings back the done jobs it does not hold, as the
+        upstream engine does.
         """
-        for job in self.snapshot().pending_jobs:
+        snap = self.snapshot()
+        if bitmap is None or bitmap.issuperset(snap.bitmap):
+            jobs: Iterable[dict[str, Any]] = snap.pending_jobs
+        else:
+            facts = self.analytics()
+            lists = (snap.pending_jobs, facts["completed_jobs"], facts["failed_jobs"])
+            jobs = heapq.merge(*lists, key=lambda job: int(job["seq"]))
+        for job in jobs:
             if bitmap is None or job["seq"] not in bitmap:
                 yield job
 

@@ -144,7 +144,7 @@ fn flock_exclusive(file: &File) -> io::Result<bool> {
 }
 
 /// The pid holding an `flock` on the file, from `/proc/locks`.
-fn lock_holder(file: &File) -> Option<u32> {
+pub fn lock_holder(file: &File) -> Option<u32> {
     let meta = file.metadata().ok()?;
     let text = std::fs::read_to_string("/proc/locks").ok()?;
     let dev = meta.dev();

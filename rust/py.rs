@@ -328,6 +328,16 @@ impl Snapshot {
 }
 
 /// One pass over the job log at ``path`` (using every core if it pays).
+/// The pid of the process holding the job log's lock (a run under way), if any.
+#[pyfunction]
+fn lock_holder(py: Python<'_>, path: PathBuf) -> PyResult<Option<u32>> {
+    py.detach(|| {
+        let file = std::fs::File::open(&path)?;
+        Ok(appender::lock_holder(&file))
+    })
+    .map_err(|e: io::Error| os_error(e, &path))
+}
+
 #[pyfunction]
 #[pyo3(signature = (path, collect_ids = false))]
 fn scan(py: Python<'_>, path: PathBuf, collect_ids: bool) -> PyResult<Snapshot> {
@@ -627,5 +637,6 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<Snapshot>()?;
     m.add_function(wrap_pyfunction!(scan, m)?)?;
     m.add_function(wrap_pyfunction!(analyze, m)?)?;
+    m.add_function(wrap_pyfunction!(lock_holder, m)?)?;
     Ok(())
 }

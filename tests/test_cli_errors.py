@@ -14,6 +14,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+from iabulk import JobLog
 
 from tests.commands import IABULK
 from tests.standin import ArchiveStandin, Corpus, FaultPlan
@@ -668,3 +669,34 @@ def test_the_default_destdir_is_recorded_whole_and_verify_finds_other_destdirs(
     assert (there / "one" / "a.bin").exists()
     checked = run(["verify", str(log)], env=srv.client_env(), cwd=tmp_path)
     assert checked.returncode == 0, checked.stderr
+
+
+def test_status_says_whether_a_run_holds_the_log(tmp_path: Path) -> None:
+    log = tmp_path / "j.jsonl"
+    log.write_text(
+        "".join(
+            _event({"event": "job", "seq": s, "id": f"i{s}", "op": "download"}) for s in (1, 2, 3)
+        )
+        + _event({"event": "started", "seq": 1, "worker": 0})
+        + _event({"event": "completed", "seq": 2})
+    )
+    idle = run(["status", str(log)])
+    assert idle.returncode == 0, idle.stderr
+    assert "1/3 jobs done (33.3%), no run under way" in idle.stdout
+    assert "(1 cut short: the next run starts them again)" in idle.stdout
+    held = JobLog(log)
+    held.open_for_append()  # what a run does first: it holds the log until it ends
+    try:
+        live = run(["status", str(log)])
+    finally:
+        held.close()
+    assert "ETA" in live.stdout and "(1 running)" in live.stdout, live.stdout
+    empty = tmp_path / "resolving.jsonl"
+    empty.touch()
+    resolving = JobLog(empty)
+    resolving.open_for_append()  # a run that has not written its first line yet
+    try:
+        second = run(["download", "--joblog", str(empty)])
+    finally:
+        resolving.close()
+    assert_one_line_error(second, 2, f"is in use by another iabulk process (pid {os.getpid()})")

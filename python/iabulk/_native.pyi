@@ -58,6 +58,7 @@ __all__ = [
     "PendingJobs",
     "Snapshot",
     "analyze",
+    "lock_holder",
     "scan",
 ]
 
@@ -204,6 +205,10 @@ class Appender:
 
 MAX_BUCKETS: int
 """The most throughput buckets :func:`analyze` reports, 100,000."""
+
+def lock_holder(path: str) -> int | None:
+    """The pid of the process holding the job log's lock (a run under way),
+    None if none does or it cannot be told (``/proc/locks`` is Linux's)."""
 
 def analyze(path: str, bucket_seconds: int = 60) -> dict[str, Any]:
     """Everything the job log says about a run, in one pass (every core if it pays).

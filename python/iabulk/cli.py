@@ -23,7 +23,7 @@ from types import FrameType
 from typing import Any, TextIO
 
 from iabulk import __version__
-from iabulk._native import IdSet, Snapshot
+from iabulk._native import IdSet, Snapshot, lock_holder
 from iabulk.disk import DiskPool, parse_size
 from iabulk.engine import MAX_WORKERS, BulkEngine
 from iabulk.errors import (
@@ -301,9 +301,17 @@ def _existing_logs(paths: Sequence[str]) -> list[JobLog]:
 
 def _analytics(logs: Sequence[JobLog]) -> list[dict[str, Any]]:
     try:
-        return [log.analytics() for log in logs]
+        return [{**log.analytics(), "running": int(_holder(log.path) is not None)} for log in logs]
     except OSError as exc:
         raise JobLogError(f"cannot read job log: {exc.strerror or exc}") from None
+
+
+def _holder(path: str) -> int | None:
+    """The pid of the run holding the log at ``path``, if one does."""
+    try:
+        return lock_holder(path) if os.path.exists(path) else None
+    except OSError:
+        return None
 
 
 def cmd_status(args: argparse.Namespace) -> int:
@@ -582,6 +590,11 @@ def cmd_download(args: argparse.Namespace) -> int:
         # A new log: every option comes from this command line, so a bad one
         # is refused before the log is created.
         if cli_source is None:
+            holder = _holder(args.joblog)
+            if holder is not None:  # an empty log another run is resolving into
+                raise JobLogError(
+                    f"job log {args.joblog} is in use by another iabulk process (pid {holder})"
+                )
             raise UsageError("nothing to download: give --search, --itemlist or identifiers")
         shard.for_log(None)
         _check_options(_options(args, {}))

@@ -57,6 +57,7 @@ def merge_analytics(reports: Sequence[dict[str, Any]], paths: Sequence[str]) -> 
     return {
         "joblogs": list(paths),
         "counts": dict(counts),
+        "running": sum(r.get("running", 0) for r in reports),
         "bytes_completed": sum(r["bytes_completed"] for r in reports),
         "files_completed": sum(r["files_completed"] for r in reports),
         "first_ts": min(stamps) if stamps else None,
@@ -147,14 +148,22 @@ def render_status(report: dict[str, Any]) -> str:
     name = paths[0] if len(paths) == 1 else f"{len(paths)} job logs"
     rate_items, rate_bytes = recent_rate(report)
     done = c["completed"] + c["failed"]
+    # A log no run holds now has no ETA, and its jobs in flight were cut short.
+    running = report.get("running")
+    if running is None or running == len(paths):
+        ahead, in_flight = f", ETA {_duration(eta_seconds(report))}", "running"
+    elif running:
+        ahead, in_flight = f", ETA {_duration(eta_seconds(report))}", "in flight"
+    else:
+        ahead, in_flight = ", no run under way", "cut short: the next run starts them again"
     lines = [
         f"{name}: {done:,}/{total:,} jobs done ({_pct(done, total).strip()})"
-        + (f", ETA {_duration(eta_seconds(report))}" if c["pending"] else ""),
+        + (ahead if c["pending"] else ""),
         f"  completed  {c['completed']:>12,}  {_pct(c['completed'], total)}"
         f"   {human_bytes(report['bytes_completed'])} in {report['files_completed']:,} files",
         f"  failed     {c['failed']:>12,}  {_pct(c['failed'], total)}",
         f"  pending    {c['pending']:>12,}  {_pct(c['pending'], total)}"
-        + (f"  ({c['in_flight']:,} cut short while running)" if c["in_flight"] else ""),
+        + (f"  ({c['in_flight']:,} {in_flight})" if c["in_flight"] else ""),
         f"  recent     {rate_items * 60:>12,.1f}  items/min, {human_bytes(rate_bytes)}/s",
         f"  first      {_pretty_ts(report['first_ts'])}   last {_pretty_ts(report['last_ts'])}",
     ]

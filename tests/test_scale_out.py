@@ -190,11 +190,12 @@ def test_slurm_script_runs_as_an_array_and_covers_the_corpus(
     corpus = corpus_of(24)
     srv = standin(corpus)
     logs, dest = tmp_path / "logs", tmp_path / "files"
-    for task in range(first, last + 1):
+
+    def run_task(task: int, lowest: int, count: int) -> None:
         env = srv.client_env(
             SLURM_ARRAY_TASK_ID=str(task),
-            SLURM_ARRAY_TASK_MIN=str(first),
-            SLURM_ARRAY_TASK_COUNT=str(last - first + 1),
+            SLURM_ARRAY_TASK_MIN=str(lowest),
+            SLURM_ARRAY_TASK_COUNT=str(count),
             QUERY="collection:c",
             LOGDIR=str(logs),
             DEST=str(dest),
@@ -203,23 +204,15 @@ def test_slurm_script_runs_as_an_array_and_covers_the_corpus(
             ["bash", str(script)], env=env, capture_output=True, text=True, timeout=120
         )
         assert done.returncode == 0, done.stderr
+
+    for task in range(first, last + 1):
+        run_task(task, first, last - first + 1)
     assert downloaded(dest) == set(corpus.identifiers())
     assert len(list(logs.glob("shard-*.jsonl"))) == last - first + 1
     # One task resubmitted alone: Slurm numbers the array afresh (MIN 4, COUNT 1).
     (logs / "shard-4.jsonl").rename(tmp_path / "lost.jsonl")
-    for _ in range(2):  # a task that never ran, then the same task requeued
-        env = srv.client_env(
-            SLURM_ARRAY_TASK_ID="4",
-            SLURM_ARRAY_TASK_MIN="4",
-            SLURM_ARRAY_TASK_COUNT="1",
-            QUERY="collection:c",
-            LOGDIR=str(logs),
-            DEST=str(dest),
-        )
-        done = subprocess.run(
-            ["bash", str(script)], env=env, capture_output=True, text=True, timeout=120
-        )
-        assert done.returncode == 0, done.stderr
+    run_task(4, 4, 1)  # a task that never ran
+    run_task(4, 4, 1)  # the same task requeued
     all_logged = [i for log in logs.glob("shard-*.jsonl") for i in logged_ids(log)]
     assert sorted(all_logged) == sorted(corpus.identifiers())  # each item in one shard
 

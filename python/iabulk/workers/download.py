@@ -687,6 +687,7 @@ class DownloadWorker(BaseWorker):
                 os.makedirs(directory, exist_ok=True)
                 item.dirs.add(directory)
             out, waited = _claim(part, cancel)
+            renamed = False
             try:
                 if waited:  # another process held the file, and may have put it in place
                     if self._already_there(target, f):
@@ -711,9 +712,10 @@ class DownloadWorker(BaseWorker):
                     finally:
                         self.limit.release(ok)
                     _finish_file(part, target, f)
+                    renamed = True
                     return written
             finally:
-                _release(out, part)
+                _release(out, None if renamed else part)
         except OSError as exc:
             raise _write_failure(exc, part, target, item.reservation.path) from None
         if not failures:
@@ -879,7 +881,6 @@ class DownloadWorker(BaseWorker):
     ) -> int:
         received = 0
         reservation = item.reservation
-        os.lseek(out, offset, os.SEEK_SET)  # a truncated file keeps its old position
         with self.board.slot(item.identifier, f.name, f.size or 0) as slot:
             slot.resume_from(offset)
             try:
@@ -919,7 +920,8 @@ def _claim(part: str, cancel: threading.Event) -> tuple[int, bool]:
     """
     waited = False
     while True:
-        out = os.open(part, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o666)
+        # O_APPEND: every write lands at the end, however the file was cut.
+        out = os.open(part, os.O_RDWR | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o666)
         try:
             fcntl.flock(out, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -942,11 +944,16 @@ def _claim(part: str, cancel: threading.Event) -> tuple[int, bool]:
         waited = True
 
 
-def _release(out: int, part: str) -> None:
-    """Close a claimed temporary file: after its rename, if it got one (the claim
-    covers the file until it is in place); removed if it is still empty."""
+def _release(out: int, part: str | None) -> None:
+    """Close a claimed temporary file: after its rename, if it got one (``part``
+    None; the claim covers the file until it is in place); one still empty is
+    removed."""
     try:
-        if os.fstat(out).st_size == 0 and os.path.samestat(os.stat(part), os.fstat(out)):
+        if (
+            part is not None
+            and os.fstat(out).st_size == 0
+            and os.path.samestat(os.stat(part), os.fstat(out))
+        ):
             os.remove(part)
     except OSError:
         pass  # renamed into place, or gone: nothing of ours to tidy

@@ -327,7 +327,6 @@ impl Snapshot {
     }
 }
 
-/// One pass over the job log at ``path`` (using every core if it pays).
 /// The pid of the process holding the job log's lock (a run under way), if any.
 #[pyfunction]
 fn lock_holder(py: Python<'_>, path: PathBuf) -> PyResult<Option<u32>> {
@@ -338,6 +337,7 @@ fn lock_holder(py: Python<'_>, path: PathBuf) -> PyResult<Option<u32>> {
     .map_err(|e: io::Error| os_error(e, &path))
 }
 
+/// One pass over the job log at ``path`` (using every core if it pays).
 #[pyfunction]
 #[pyo3(signature = (path, collect_ids = false))]
 fn scan(py: Python<'_>, path: PathBuf, collect_ids: bool) -> PyResult<Snapshot> {

@@ -307,9 +307,9 @@ def _analytics(logs: Sequence[JobLog]) -> list[dict[str, Any]]:
 
 
 def _holder(path: str) -> int | None:
-    """The pid of the run holding the log at ``path``, if one does."""
+    """The pid of the run holding the log at ``path``, if one does (none if it is missing)."""
     try:
-        return lock_holder(path) if os.path.exists(path) else None
+        return lock_holder(path)
     except OSError:
         return None
 

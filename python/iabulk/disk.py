@@ -136,22 +136,19 @@ class DiskPool:
         copies and files the home holds at least as much of are removed, so
         nothing is left behind and nothing is fetched twice.
         """
-        copies = [
-            os.path.join(dest, subdir)
+        held = {
+            dest: root
             for dest in self.destdirs
-            if os.path.isdir(os.path.join(dest, subdir))
-        ]
-        for root in copies:
-            _remove_files(root, lambda name: name.endswith(_MOVING))
-        held = [root for root in copies if _holds_files(root)]
-        if len(held) > 1:
-            weigh = present or _tree_bytes
-            home = max(held, key=weigh)  # the first of equals: --destdir order
-            for root in held:
-                if root != home:
-                    _remove_files(root, functools.partial(_covered, root, home))
-                    _remove_empty_tree(root)
-        return self.holding(subdir)
+            if os.path.isdir(root := os.path.join(dest, subdir)) and _tidy(root)
+        }
+        if len(held) < 2:
+            return next(iter(held), None)
+        home = max(held, key=lambda dest: (present or _tree_bytes)(held[dest]))
+        for dest, root in held.items():  # max() keeps the first of equals: --destdir order
+            if dest != home:
+                _remove_files(root, functools.partial(_covered, root, held[home]))
+                _remove_empty_tree(root)
+        return home
 
     def available(self, dest: str) -> int:
         """Free bytes on ``dest`` after the margin and other items' promises."""
@@ -237,6 +234,20 @@ class DiskPool:
     def _release(self, reservation: Reservation) -> None:
         with self._lock:
             self._reservations.remove(reservation)
+
+
+def _tidy(root: str) -> bool:
+    """Remove the temporary copies of a cut-short move under ``root``; whether
+    any other file is left there."""
+    holds = False
+    for here, _, files in os.walk(root):
+        for name in files:
+            if name.endswith(_MOVING):
+                with contextlib.suppress(FileNotFoundError):
+                    os.remove(os.path.join(here, name))
+            else:
+                holds = True
+    return holds
 
 
 def _remove_files(root: str, doomed: Callable[[str], bool]) -> None:

@@ -33,7 +33,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from iabulk.joblog import JobLog
+from iabulk.joblog import JobLog, UnrecordableError
 from iabulk.workers.base import BaseWorker, StopRun, WorkerResult
 
 __all__ = ["BulkEngine", "RunSummary", "EngineObserver", "MAX_WORKERS"]
@@ -261,7 +261,7 @@ class BulkEngine:
                 result = _internal_error(job, repr(exc))
             try:
                 self._record(job, attempt, result)
-            except (TypeError, ValueError) as exc:  # raised before anything is written
+            except UnrecordableError as exc:  # refused before its line was written
                 self._record(job, attempt, _internal_error(job, f"result not recordable: {exc}"))
         except BaseException as exc:  # the log cannot be written, or StopRun: stop everything
             with self._cond:

@@ -42,6 +42,7 @@ __all__ = [
     "MAX_SEQ",
     "utc_ts",
     "encode_line",
+    "UnrecordableError",
 ]
 
 
@@ -50,22 +51,27 @@ def utc_ts() -> str:
     return time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
 
 
+class UnrecordableError(ValueError):
+    """A record no job log line can hold: refused before anything is written."""
+
+
 def encode_line(record: dict[str, Any]) -> bytes:
     """One compact JSON line, UTF-8, ending in a newline.
 
-    Raises ValueError for what every reader would skip as malformed (NaN or
-    infinity, a lone surrogate) and TypeError for what JSON cannot hold:
+    Raises :class:`UnrecordableError` for what JSON cannot hold and for what
+    every reader would skip as malformed (NaN or infinity, a lone surrogate):
     written, such a line would lose its record without a word.
     """
     try:
         text = json.dumps(record, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
         return (text + "\n").encode()
     except UnicodeEncodeError as exc:
-        raise ValueError(
-            f"not valid Unicode: {exc.reason} in {exc.object[exc.start : exc.end]!r}"
-        ) from None
+        why = f"not valid Unicode: {exc.reason} in {exc.object[exc.start : exc.end]!r}"
     except RecursionError:
-        raise ValueError("nested too deeply for a job log line") from None
+        why = "nested too deeply for a job log line"
+    except (TypeError, ValueError) as exc:
+        why = str(exc)
+    raise UnrecordableError(why)
 
 
 _GONE = (

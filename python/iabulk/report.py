@@ -149,13 +149,12 @@ def render_status(report: dict[str, Any]) -> str:
     rate_items, rate_bytes = recent_rate(report)
     done = c["completed"] + c["failed"]
     # A log no run holds now has no ETA, and its jobs in flight were cut short.
-    running = report.get("running")
-    if running is None or running == len(paths):
-        ahead, in_flight = f", ETA {_duration(eta_seconds(report))}", "running"
-    elif running:
-        ahead, in_flight = f", ETA {_duration(eta_seconds(report))}", "in flight"
+    running = report.get("running", len(paths))
+    ahead = f", ETA {_duration(eta_seconds(report))}" if running else ", no run under way"
+    if not running:
+        in_flight = "cut short: the next run starts them again"
     else:
-        ahead, in_flight = ", no run under way", "cut short: the next run starts them again"
+        in_flight = "running" if running == len(paths) else "in flight"
     lines = [
         f"{name}: {done:,}/{total:,} jobs done ({_pct(done, total).strip()})"
         + (ahead if c["pending"] else ""),

@@ -949,12 +949,10 @@ def _release(out: int, part: str | None) -> None:
     None; the claim covers the file until it is in place); one still empty is
     removed."""
     try:
-        if (
-            part is not None
-            and os.fstat(out).st_size == 0
-            and os.path.samestat(os.stat(part), os.fstat(out))
-        ):
-            os.remove(part)
+        if part is not None:
+            mine = os.fstat(out)
+            if mine.st_size == 0 and os.path.samestat(os.stat(part), mine):
+                os.remove(part)
     except OSError:
         pass  # renamed into place, or gone: nothing of ours to tidy
     finally:

@@ -62,3 +62,15 @@ def test_merge_adds_counts_buckets_and_causes() -> None:
     assert merged["retries"] == {0: 10, 2: 2}
     assert merged["durations"]["count"] == 6 and len(merged["durations"]["per_log"]) == 2
     assert "2 job logs" in render_status(merged)
+
+
+def test_a_share_never_rounds_to_all_or_nothing() -> None:
+    r = report(4, [], "20261128T100000Z", "20261128T100000Z")
+    r["counts"].update(total=10_000, completed=9_996, pending=4)
+    text = render_status(merge_analytics([r], ["run.jsonl"]))
+    assert "9,996/10,000 jobs done (99.9%)" in text
+    assert "100.0%" not in text  # 99.96% done is not all done
+    pending = next(line for line in text.splitlines() if line.lstrip().startswith("pending"))
+    assert "0.1%" in pending and "0.0%" not in pending  # 4 jobs are not none
+    everything = report(0, [], "20261128T100000Z", "20261128T100000Z")
+    assert "100/100 jobs done (100.0%)" in render_status(merge_analytics([everything], ["a"]))

@@ -137,7 +137,15 @@ def _pretty_ts(ts: str | None) -> str:
 
 
 def _pct(part: int, whole: int) -> str:
-    return f"{100.0 * part / whole:5.1f}%" if whole else "    -"
+    """``part`` of ``whole`` to a tenth of a percent, rounded so that only all
+    of it reads 100.0% and only none of it reads 0.0%: 9,996 of 10,000 done is
+    not done, and 4 failures of 10,000 are not none."""
+    if not whole:
+        return "    -"
+    tenths = 1000 * part // whole  # integers: a float would round 99.96 up
+    if part and not tenths:
+        tenths = 1
+    return f"{tenths // 10:3d}.{tenths % 10}%"
 
 
 def render_status(report: dict[str, Any]) -> str:

@@ -254,3 +254,36 @@ def test_verify_requeue_on_a_read_only_destination(
     assert "1 item(s) put back to pending" in result.stderr
     pending = [job["id"] for job in JobLog(log).load()["pending"]]
     assert pending == ["item-1"]
+
+
+def write_log(path: Path, *events: dict[str, object]) -> Path:
+    path.write_text("".join(json.dumps(event) + "\n" for event in events))
+    return path
+
+
+def run_job(seq: int, identifier: str, worker: int | None = None) -> list[dict[str, object]]:
+    """A job's lines, completed in 2 s (by ``worker``, or by no worker named)."""
+    job = {"event": "job", "seq": seq, "id": identifier, "op": "download", "ts": "20261128T101500Z"}
+    started = {"event": "started", "seq": seq, "ts": "20261128T101500Z"}
+    if worker is not None:
+        started["worker"] = worker
+    done = {"event": "completed", "seq": seq, "ts": "20261128T101502Z", "extra": {"item_size": 1}}
+    return [job, started, done]
+
+
+def status(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([IABULK, "status", *args], capture_output=True, text=True, timeout=60)
+
+
+def test_status_json_names_the_unnamed_worker_null_for_one_log_or_several(tmp_path: Path) -> None:
+    one = write_log(tmp_path / "one.jsonl", *run_job(1, "a", worker=3), *run_job(2, "b"))
+    two = write_log(tmp_path / "two.jsonl", *run_job(1, "c", worker=1), *run_job(2, "d"))
+    alone = json.loads(status("--json", str(one)).stdout)["workers"]
+    assert list(alone) == ["3", "null"]
+    merged = json.loads(status("--json", str(one), str(two)).stdout)["workers"]
+    assert merged == {
+        "1": {"completed": 1, "bytes": 1},
+        "3": {"completed": 1, "bytes": 1},
+        "null": {"completed": 2, "bytes": 2},
+    }
+    assert list(merged) == ["1", "3", "null"]  # as one log orders them: by worker, null last

@@ -5,6 +5,11 @@ Rust. Several logs (the shards of one run) are merged here: counts, bytes,
 throughput buckets, retries, workers, disks and error causes add up;
 duration percentiles cannot be merged from summaries, so a merged report
 gives each log's own next to the overall count and maximum.
+
+A merged report keeps the shapes and key types of a single log's (workers
+by int id, ``None`` for completions that name no worker, in that order), so
+``status --json`` writes both alike: JSON keys are strings, worker ids
+``"0"``, ``"1"`` … and ``"null"`` for no worker.
 """
 
 from __future__ import annotations
@@ -33,7 +38,7 @@ def merge_analytics(reports: Sequence[dict[str, Any]], paths: Sequence[str]) -> 
     counts: Counter[str] = Counter()
     throughput: dict[str, list[int]] = defaultdict(lambda: [0, 0])
     retries: Counter[int] = Counter()
-    workers: dict[str, dict[str, int]] = defaultdict(lambda: {"completed": 0, "bytes": 0})
+    workers: dict[int | None, dict[str, int]] = defaultdict(lambda: {"completed": 0, "bytes": 0})
     disks: dict[str, dict[str, int]] = defaultdict(lambda: {"completed": 0, "bytes": 0})
     causes: dict[str, dict[str, Any]] = {}
     for report in reports:
@@ -43,8 +48,8 @@ def merge_analytics(reports: Sequence[dict[str, Any]], paths: Sequence[str]) -> 
             throughput[bucket["start"]][1] += bucket["bytes"]
         retries.update(report["retries"])
         for name, figures in report["workers"].items():
-            workers[str(name)]["completed"] += figures["completed"]
-            workers[str(name)]["bytes"] += figures["bytes"]
+            workers[name]["completed"] += figures["completed"]
+            workers[name]["bytes"] += figures["bytes"]
         for name, figures in report["disks"].items():
             disks[name]["completed"] += figures["completed"]
             disks[name]["bytes"] += figures["bytes"]
@@ -72,7 +77,7 @@ def merge_analytics(reports: Sequence[dict[str, Any]], paths: Sequence[str]) -> 
             "per_log": durations,
         },
         "retries": dict(sorted(retries.items())),
-        "workers": dict(workers),
+        "workers": dict(sorted(workers.items(), key=lambda kv: (kv[0] is None, kv[0] or 0))),
         "disks": dict(disks),
         "errors": [
             {"cause": cause, **figures}

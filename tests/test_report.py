@@ -74,3 +74,17 @@ def test_a_share_never_rounds_to_all_or_nothing() -> None:
     assert "0.1%" in pending and "0.0%" not in pending  # 4 jobs are not none
     everything = report(0, [], "20261128T100000Z", "20261128T100000Z")
     assert "100/100 jobs done (100.0%)" in render_status(merge_analytics([everything], ["a"]))
+
+
+def test_the_causes_left_out_are_counted() -> None:
+    r = report(0, [], "20261128T100000Z", "20261128T100000Z")
+    r["errors"] = [
+        {"cause": f"cause {letter}", "count": 9 - n, "examples": ["x"]}
+        for n, letter in enumerate("abcdef")
+    ]
+    r["errors"][-1]["count"] = 2
+    text = render_status(merge_analytics([r], ["run.jsonl"]))
+    assert "cause e" in text and "cause f" not in text
+    assert "… and 1 more cause (2 failures); see --json" in text
+    r["errors"] = r["errors"][:5]
+    assert "more cause" not in render_status(merge_analytics([r], ["run.jsonl"]))

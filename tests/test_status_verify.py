@@ -287,3 +287,37 @@ def test_status_json_names_the_unnamed_worker_null_for_one_log_or_several(tmp_pa
         "null": {"completed": 2, "bytes": 2},
     }
     assert list(merged) == ["1", "3", "null"]  # as one log orders them: by worker, null last
+
+
+def failed_job(seq: int, identifier: str, *causes: str) -> list[dict[str, object]]:
+    """A job that fails with each of ``causes`` in turn, the last time for good."""
+    lines: list[dict[str, object]] = [
+        {"event": "job", "seq": seq, "id": identifier, "op": "download", "ts": "20261128T101500Z"}
+    ]
+    for attempt, cause in enumerate(causes, 1):
+        retry: int | bool = attempt if attempt < len(causes) else False
+        lines.append(
+            {"event": "failed", "seq": seq, "ts": "20261128T101501Z", "error": cause, "retry": retry}
+        )
+    return lines
+
+
+def test_status_says_how_many_causes_it_leaves_out_and_failed_lists_every_job(
+    tmp_path: Path,
+) -> None:
+    few = ["alpha", "bravo", "charlie", "delta", "echo", "foxtrot"]
+    log = write_log(
+        tmp_path / "run.jsonl",
+        *failed_job(1, "burnt-1", "disk on fire"),
+        *failed_job(2, "burnt-2", "disk on fire"),
+        *[line for n, cause in enumerate(few, 3) for line in failed_job(n, f"job-{cause}", cause)],
+        *failed_job(9, "twice", "foxtrot", "golf"),
+    )
+    text = status(str(log))
+    assert text.returncode == 0, text.stderr
+    shown = [line for line in text.stdout.splitlines() if "e.g." in line]
+    assert len(shown) == 5 and "disk on fire" in shown[0] and "foxtrot" in shown[1]
+    assert "… and 3 more causes (3 failures); see --json" in text.stdout  # delta, echo, golf
+    failed = status("--failed", str(log))
+    expected = ["burnt-1", "burnt-2", *(f"job-{cause}" for cause in few), "twice"]
+    assert failed.stdout.split() == expected

@@ -153,6 +153,10 @@ def _pct(part: int, whole: int) -> str:
     return f"{tenths // 10:3d}.{tenths % 10}%"
 
 
+def _plural(count: int, noun: str) -> str:
+    return noun if count == 1 else noun + "s"
+
+
 def render_status(report: dict[str, Any]) -> str:
     """The human report: progress and ETA, failures by cause, disks and workers."""
     paths = report["joblogs"]
@@ -202,6 +206,14 @@ def render_status(report: dict[str, Any]) -> str:
             examples = visible(", ".join(error["examples"]), CAUSE_WIDTH)
             cause = visible(error["cause"], CAUSE_WIDTH)
             lines.append(f"    {error['count']:>10,}  {cause}   e.g. {examples}")
+        left_out = report["errors"][TOP_CAUSES:]
+        if left_out:
+            # Counted in failures, not jobs: a retried job fails once per attempt.
+            failures = sum(error["count"] for error in left_out)
+            lines.append(
+                f"    … and {len(left_out):,} more {_plural(len(left_out), 'cause')}"
+                f" ({failures:,} {_plural(failures, 'failure')}); see --json"
+            )
     disks = report["disks"]
     if len(disks) > 1:
         slowest = min(disks.items(), key=lambda kv: kv[1]["bytes"])

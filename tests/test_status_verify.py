@@ -9,6 +9,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+import pytest
 from iabulk import JobLog
 
 from tests.commands import IABULK, iabulk, search_download
@@ -297,7 +298,13 @@ def failed_job(seq: int, identifier: str, *causes: str) -> list[dict[str, object
     for attempt, cause in enumerate(causes, 1):
         retry: int | bool = attempt if attempt < len(causes) else False
         lines.append(
-            {"event": "failed", "seq": seq, "ts": "20261128T101501Z", "error": cause, "retry": retry}
+            {
+                "event": "failed",
+                "seq": seq,
+                "ts": "20261128T101501Z",
+                "error": cause,
+                "retry": retry,
+            }
         )
     return lines
 
@@ -321,3 +328,37 @@ def test_status_says_how_many_causes_it_leaves_out_and_failed_lists_every_job(
     failed = status("--failed", str(log))
     expected = ["burnt-1", "burnt-2", *(f"job-{cause}" for cause in few), "twice"]
     assert failed.stdout.split() == expected
+
+
+@pytest.mark.parametrize("shown", [[], ["--json"], ["--failed"]], ids=["report", "json", "failed"])
+def test_status_watch_refreshes_exactly_what_status_prints(
+    tmp_path: Path, shown: list[str]
+) -> None:
+    log = write_log(
+        tmp_path / "run.jsonl",
+        *run_job(1, "fine", worker=0),
+        *failed_job(2, "broken", "HTTP 500", "item is dark"),
+        *failed_job(3, "gone", "item is dark"),
+    )
+    once = status(*shown, str(log))
+    assert once.returncode == 0 and once.stdout, once.stderr
+    watching = subprocess.Popen(
+        [IABULK, "status", "--watch", "--every", "0.5", *shown, str(log)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    assert watching.stdout is not None
+    refreshes: list[list[str]] = []
+    while len(refreshes) < 3:
+        line = watching.stdout.readline()
+        assert line, "the watch ended by itself"
+        if "(every 0.5 s; Ctrl-C to stop)" in line:
+            refreshes.append([])
+        else:
+            assert refreshes, f"printed before the first refresh: {line!r}"
+            refreshes[-1].append(line)
+    watching.send_signal(signal.SIGINT)
+    _, stderr = watching.communicate(timeout=30)
+    assert watching.returncode == 0 and not stderr, stderr
+    assert "".join(refreshes[0]) == "".join(refreshes[1]) == once.stdout

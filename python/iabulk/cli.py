@@ -318,32 +318,32 @@ def cmd_status(args: argparse.Namespace) -> int:
     if not 0 < args.every <= MAX_TIMEOUT:
         raise UsageError(f"--every takes 0 < SECONDS <= {MAX_TIMEOUT}, not {args.every:g}")
     logs = _existing_logs(args.joblogs)
-    if args.failed:
-        for report in _analytics(logs):
-            for job in report["failed_jobs"]:
-                print(job["id"])
-        return 0
     if not args.watch:
-        print(_status_text(logs, args.json))
+        sys.stdout.write(_status_text(logs, args))
         return 0
     try:  # Ctrl-C is how a watch ends: at any moment, not only between refreshes
         while True:
-            text = _status_text(logs, args.json)
+            text = _status_text(logs, args)
             if sys.stdout.isatty():
                 sys.stdout.write("\x1b[H\x1b[2J")
             stamp = time.strftime("%Y-%m-%d %H:%M:%S")
-            print(f"{stamp}  (every {args.every:g} s; Ctrl-C to stop)\n{text}", flush=True)
+            sys.stdout.write(f"{stamp}  (every {args.every:g} s; Ctrl-C to stop)\n{text}")
+            sys.stdout.flush()
             time.sleep(max(0.5, args.every))
     except KeyboardInterrupt:
         return 0
 
 
-def _status_text(logs: Sequence[JobLog], as_json: bool) -> str:
+def _status_text(logs: Sequence[JobLog], args: argparse.Namespace) -> str:
+    """What ``status`` prints, each line ending in a newline: ``--watch``
+    prints the very same, again and again."""
     reports = _analytics(logs)
+    if args.failed:
+        return "".join(f"{job['id']}\n" for report in reports for job in report["failed_jobs"])
     for report in reports:
         del report["failed_jobs"], report["completed_jobs"]
     merged = merge_analytics(reports, [log.path for log in logs])
-    return json.dumps(merged, indent=2) if as_json else render_status(merged)
+    return (json.dumps(merged, indent=2) if args.json else render_status(merged)) + "\n"
 
 
 # -- download ------------------------------------------------------------------

@@ -4,7 +4,8 @@ The figures come from :func:`iabulk._native.analyze`, one pass per log in
 Rust. Several logs (the shards of one run) are merged here: counts, bytes,
 throughput buckets, retries, workers, disks and error causes add up;
 duration percentiles cannot be merged from summaries, so a merged report
-gives each log's own next to the overall count and maximum.
+gives each log's own next to the overall count and maximum, and the human
+report bounds each percentile of the whole by the logs' own.
 
 A merged report keeps the shapes and key types of a single log's (workers
 by int id, ``None`` for completions that name no worker, in that order), so
@@ -153,6 +154,28 @@ def _pct(part: int, whole: int) -> str:
     return f"{tenths // 10:3d}.{tenths % 10}%"
 
 
+def _percentiles(durations: dict[str, Any]) -> str | None:
+    """p50, p90, p99 and max of the jobs' durations, if any were timed.
+
+    Merged logs give the overall max, and a range for each percentile, from
+    the smallest to the largest of the logs' own: the merged distribution is
+    not at hand, but a percentile of the whole can lie neither below the
+    lowest nor above the highest of its parts'.
+    """
+    timed = [d for d in durations.get("per_log", [durations]) if d["p50"] is not None]
+    if not timed:
+        return None
+
+    def spread(key: str) -> str:
+        low, high = (_duration(pick(d[key] for d in timed)) for pick in (min, max))
+        return low if low == high else f"{low}–{high}"
+
+    return (
+        f"p50 {spread('p50')}, p90 {spread('p90')}, p99 {spread('p99')}, "
+        f"max {_duration(durations['max'])}"
+    )
+
+
 def _plural(count: int, noun: str) -> str:
     return noun if count == 1 else noun + "s"
 
@@ -183,12 +206,9 @@ def render_status(report: dict[str, Any]) -> str:
         f"  recent     {rate_items * 60:>12,.1f}  items/min, {human_bytes(rate_bytes)}/s",
         f"  first      {_pretty_ts(report['first_ts'])}   last {_pretty_ts(report['last_ts'])}",
     ]
-    durations = report["durations"]
-    if durations.get("p50") is not None:
-        lines.append(
-            f"  per job    p50 {_duration(durations['p50'])}, p90 {_duration(durations['p90'])}, "
-            f"p99 {_duration(durations['p99'])}, max {_duration(durations['max'])}"
-        )
+    per_job = _percentiles(report["durations"])
+    if per_job:
+        lines.append(f"  per job    {per_job}")
     if c["malformed"]:
         lines.append(f"  malformed  {c['malformed']:>12,}  line(s) skipped")
     retried = {n: jobs for n, jobs in report["retries"].items() if int(n) > 0}

@@ -99,5 +99,5 @@ def test_merged_logs_bound_each_percentile_by_the_logs_own() -> None:
     b["durations"] = {"count": 5, "p50": 1.0, "p90": 70.0, "p99": 90.0, "max": 95.0}
     idle["durations"] = {"count": 0, "p50": None, "p90": None, "p99": None, "max": None}
     text = render_status(merge_analytics([a, b, idle], ["a", "b", "idle"]))
-    assert "  per job    p50 1s, p90 2s–1m 10s, p99 3s–1m 30s, max 1m 35s" in text
+    assert "  per job    p50 1s, p90 2s to 1m 10s, p99 3s to 1m 30s, max 1m 35s" in text
     assert "per job" not in render_status(merge_analytics([idle, idle], ["c", "d"]))

@@ -168,7 +168,7 @@ def _percentiles(durations: dict[str, Any]) -> str | None:
 
     def spread(key: str) -> str:
         low, high = (_duration(pick(d[key] for d in timed)) for pick in (min, max))
-        return low if low == high else f"{low}–{high}"
+        return low if low == high else f"{low} to {high}"
 
     return (
         f"p50 {spread('p50')}, p90 {spread('p90')}, p99 {spread('p99')}, "

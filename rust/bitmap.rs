@@ -147,6 +147,35 @@ impl Bitmap {
         self.words.capacity() * 8
     }
 
+    /// The bits as bytes, member `8 * i + j` at bit `j` of byte `i` (the
+    /// upstream bitmap's layout), without trailing zero bytes: what a pickled
+    /// bitmap holds.
+    pub fn to_bytes(&self) -> Vec<u8> {
+        let mut bytes: Vec<u8> = self.words.iter().flat_map(|w| w.to_le_bytes()).collect();
+        while bytes.last() == Some(&0) {
+            bytes.pop();
+        }
+        bytes
+    }
+
+    /// The inverse of [`Bitmap::to_bytes`]; the largest member if it is above
+    /// the cap (trailing zero bytes are fine).
+    pub fn from_bytes(bytes: &[u8]) -> Result<Self, OutOfRange> {
+        if let Some(last) = bytes.iter().rposition(|&b| b != 0) {
+            let top = 8 * last as i128 + 7 - i128::from(bytes[last].leading_zeros());
+            check(top)?;
+        }
+        let words = bytes
+            .chunks(8)
+            .map(|chunk| {
+                let mut word = [0u8; 8];
+                word[..chunk.len()].copy_from_slice(chunk);
+                u64::from_le_bytes(word)
+            })
+            .collect();
+        Ok(Self::from_words(words))
+    }
+
     /// The members in increasing order.
     pub fn iter(&self) -> impl Iterator<Item = u64> + '_ {
         self.words.iter().enumerate().flat_map(|(i, &w)| {
@@ -233,6 +262,34 @@ mod tests {
         let d = Bitmap::with_capacity(1000);
         assert_eq!(d.size_bytes(), 16 * 8);
         assert!(d.is_empty());
+    }
+
+    #[test]
+    fn bytes_round_trip_up_to_the_cap() {
+        assert!(Bitmap::new().to_bytes().is_empty());
+        assert_eq!(Bitmap::from_bytes(&[]), Ok(Bitmap::new()));
+        let mut b = Bitmap::new();
+        for n in [0, 9, 64, 99_999_937, i128::from(MAX_SEQ)] {
+            b.set(n).unwrap();
+        }
+        let bytes = b.to_bytes();
+        assert_eq!(bytes.len(), MAX_SEQ as usize / 8 + 1);
+        assert_eq!(&bytes[..2], &[0b1, 0b10]);
+        let back = Bitmap::from_bytes(&bytes).unwrap();
+        assert_eq!(
+            (back.len(), back.iter().collect::<Vec<_>>()),
+            (5, b.iter().collect())
+        );
+        let mut padded = bytes.clone();
+        padded.extend([0; 9]);
+        assert_eq!(Bitmap::from_bytes(&padded).unwrap().len(), 5);
+        let mut beyond = bytes;
+        *beyond.last_mut().unwrap() |= 0b10;
+        assert_eq!(
+            Bitmap::from_bytes(&beyond),
+            Err(OutOfRange(i128::from(MAX_SEQ) + 1))
+        );
+        assert!(Bitmap::from_bytes(&[0, 0x80]).unwrap().contains(15));
     }
 
     #[test]

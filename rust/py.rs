@@ -5,13 +5,16 @@
 
 use std::io;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Mutex, PoisonError};
 
 use pyo3::exceptions::{PyIndexError, PyOSError, PyOverflowError, PyValueError};
 use pyo3::intern;
 use pyo3::prelude::*;
 use pyo3::sync::PyOnceLock;
-use pyo3::types::{PyBytes, PyDict, PyInt, PyList, PySlice, PyString};
+use pyo3::types::{
+    PyByteArray, PyBytes, PyDict, PyInt, PyList, PySlice, PyString, PyTuple, PyType,
+};
 use pyo3::PyTypeInfo;
 
 use crate::analytics::{self, format_ts, Figure};
@@ -69,7 +72,32 @@ fn seq_arg(n: &Bound<'_, PyAny>) -> PyResult<i128> {
     })
 }
 
+pyo3::create_exception!(
+    _native,
+    LogChangedError,
+    PyValueError,
+    "The job log was rewritten in place after a JobList was read from it."
+);
+
+/// The error for a job line that is no longer where a [`JobList`] found it.
+fn log_changed(path: &Path) -> PyErr {
+    LogChangedError::new_err(format!(
+        "{} changed after its job list was read (rewritten in place?): read the log again",
+        path.display()
+    ))
+}
+
+/// An error reading a job line back: a line cut short means the file changed.
+fn read_error(e: io::Error, path: &Path) -> PyErr {
+    if e.kind() == io::ErrorKind::UnexpectedEof {
+        log_changed(path)
+    } else {
+        os_error(e, path)
+    }
+}
+
 static JSON_LOADS: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
+static SEQUENCE_ABC: PyOnceLock<Py<PyType>> = PyOnceLock::new();
 
 /// `json.loads(line)`.
 fn json_loads<'py>(py: Python<'py>, line: &[u8]) -> PyResult<Bound<'py, PyAny>> {
@@ -127,6 +155,30 @@ impl Bitmap {
     #[getter]
     fn size_bytes(&self) -> usize {
         self.inner.size_bytes()
+    }
+
+    /// The members as bytes (bit `j` of byte `i` is member `8 * i + j`).
+    fn __getstate__<'py>(&self, py: Python<'py>) -> Bound<'py, PyBytes> {
+        PyBytes::new(py, &self.inner.to_bytes())
+    }
+
+    fn __setstate__(&mut self, state: &[u8]) -> PyResult<()> {
+        self.inner = bitmap::Bitmap::from_bytes(state)
+            .map_err(|e| PyValueError::new_err(format!("bitmap state holds {e}")))?;
+        Ok(())
+    }
+
+    /// Pickled as `Bitmap()` then `__setstate__`, under every pickle protocol
+    /// (a process pool sends bitmaps this way).
+    fn __reduce__<'py>(
+        slf: &Bound<'py, Self>,
+    ) -> (Bound<'py, PyType>, Bound<'py, PyTuple>, Bound<'py, PyBytes>) {
+        let py = slf.py();
+        (
+            slf.get_type(),
+            PyTuple::empty(py),
+            slf.borrow().__getstate__(py),
+        )
     }
 
     fn __repr__(&self) -> String {
@@ -210,8 +262,9 @@ struct IterState {
 }
 
 impl IterState {
-    /// The next line, reading a batch if need be; None at the end.
-    fn take(&mut self, jobs: &pending::PendingJobs) -> io::Result<Option<Vec<u8>>> {
+    /// The next line and its index in the list, reading a batch if need be;
+    /// None at the end.
+    fn take(&mut self, jobs: &pending::PendingJobs) -> io::Result<Option<(usize, Vec<u8>)>> {
         if self.pos >= self.batch.len() {
             if self.next >= jobs.len() {
                 return Ok(None);
@@ -229,8 +282,9 @@ impl IterState {
                 return Ok(None);
             }
         }
+        let index = self.next - self.batch.len() + self.pos;
         self.pos += 1;
-        Ok(Some(self.batch.line(self.pos - 1).to_vec()))
+        Ok(Some((index, self.batch.line(self.pos - 1).to_vec())))
     }
 }
 
@@ -260,8 +314,8 @@ impl PendingIter {
                 })
             }
         };
-        match ready.map_err(|e| os_error(e, &self.path))? {
-            Some(line) => json_loads(py, &line).map(Some),
+        match ready.map_err(|e| read_error(e, &self.path))? {
+            Some((index, line)) => parse_job(py, &self.jobs, &self.path, index, &line).map(Some),
             None => Ok(None),
         }
     }
@@ -397,16 +451,78 @@ impl JobList {
     }
 
     fn __iter__(&self) -> PendingIter {
-        PendingIter {
+        self.iter_from(0)
+    }
+
+    fn __reversed__(&self) -> ReversedJobs {
+        ReversedJobs {
             jobs: self.inner.clone(),
             path: self.path.clone(),
-            state: Mutex::new(IterState {
-                reader: self.inner.reader(),
-                batch: Batch::default(),
-                pos: 0,
-                next: 0,
-            }),
+            left: AtomicUsize::new(self.inner.len()),
         }
+    }
+
+    /// Equal to any sequence of the same jobs, in the same order, as a list
+    /// is to a list. Lengths first: a list of another length costs no read.
+    fn __eq__<'py>(
+        slf: &Bound<'py, Self>,
+        other: &Bound<'py, PyAny>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        let py = slf.py();
+        let sequence = SEQUENCE_ABC.import(py, "collections.abc", "Sequence")?;
+        // Text and bytes are sequences too, but of characters and numbers, never of jobs.
+        let text = other.is_instance_of::<PyString>()
+            || other.is_instance_of::<PyBytes>()
+            || other.is_instance_of::<PyByteArray>();
+        if text || !other.is_instance(sequence)? {
+            return Ok(py.NotImplemented().into_bound(py));
+        }
+        let same = slf.is(other) || slf.get().same_jobs(py, other)?;
+        Ok(same.into_pyobject(py)?.to_owned().into_any())
+    }
+
+    /// Where the first job equal to ``value`` is, between ``start`` and
+    /// ``stop`` (as ``list.index``); ValueError if none is.
+    #[pyo3(signature = (value, start = 0, stop = None, /))]
+    fn index(
+        &self,
+        py: Python<'_>,
+        value: &Bound<'_, PyAny>,
+        start: isize,
+        stop: Option<isize>,
+    ) -> PyResult<usize> {
+        let len = self.inner.len();
+        let bound = |i: isize| {
+            if i < 0 {
+                len.saturating_sub(i.unsigned_abs())
+            } else {
+                (i as usize).min(len)
+            }
+        };
+        let (start, stop) = (bound(start), stop.map_or(len, bound));
+        let jobs = self.iter_from(start);
+        for i in start..stop {
+            match jobs.__next__(py)? {
+                Some(job) if job.eq(value)? => return Ok(i),
+                Some(_) => {}
+                None => break,
+            }
+        }
+        Err(PyValueError::new_err(format!(
+            "{} is not in the job list",
+            value.repr()?
+        )))
+    }
+
+    /// How many jobs are equal to ``value``.
+    #[pyo3(signature = (value, /))]
+    fn count(&self, py: Python<'_>, value: &Bound<'_, PyAny>) -> PyResult<usize> {
+        let jobs = self.iter_from(0);
+        let mut count = 0;
+        while let Some(job) = jobs.__next__(py)? {
+            count += usize::from(job.eq(value)?);
+        }
+        Ok(count)
     }
 
     /// A job by index (negative from the end), or a list of jobs for a slice.
@@ -447,14 +563,108 @@ impl JobList {
 impl JobList {
     /// The `i`-th job line, read and parsed (`i` in range).
     fn job<'py>(&self, py: Python<'py>, i: usize) -> PyResult<Bound<'py, PyAny>> {
-        let jobs = &self.inner;
-        let line = py
-            .detach(|| {
-                let mut out = Vec::new();
-                jobs.line(i, &mut out).map(|()| out)
+        read_job(py, &self.inner, &self.path, i)
+    }
+
+    /// Whether the sequence `other` holds these jobs in this order.
+    fn same_jobs(&self, py: Python<'_>, other: &Bound<'_, PyAny>) -> PyResult<bool> {
+        if other.len()? != self.inner.len() {
+            return Ok(false);
+        }
+        let mine = self.iter_from(0);
+        for item in other.try_iter()? {
+            match mine.__next__(py)? {
+                Some(job) if job.eq(item?)? => {}
+                _ => return Ok(false),
+            }
+        }
+        Ok(true)
+    }
+
+    /// An iterator over the jobs from the `start`-th on.
+    fn iter_from(&self, start: usize) -> PendingIter {
+        PendingIter {
+            jobs: self.inner.clone(),
+            path: self.path.clone(),
+            state: Mutex::new(IterState {
+                reader: self.inner.reader(),
+                batch: Batch::default(),
+                pos: 0,
+                next: start,
+            }),
+        }
+    }
+}
+
+/// The `i`-th job of `jobs` (in range), read and parsed.
+fn read_job<'py>(
+    py: Python<'py>,
+    jobs: &pending::PendingJobs,
+    path: &Path,
+    i: usize,
+) -> PyResult<Bound<'py, PyAny>> {
+    let line = py
+        .detach(|| {
+            let mut out = Vec::new();
+            jobs.line(i, &mut out).map(|()| out)
+        })
+        .map_err(|e| read_error(e, path))?;
+    parse_job(py, jobs, path, i, &line)
+}
+
+/// The job dict of the `i`-th job's line; [`LogChangedError`] unless the line
+/// still is that job's (a log rewritten in place puts other bytes there).
+fn parse_job<'py>(
+    py: Python<'py>,
+    jobs: &pending::PendingJobs,
+    path: &Path,
+    i: usize,
+    line: &[u8],
+) -> PyResult<Bound<'py, PyAny>> {
+    let job = match json_loads(py, line) {
+        Ok(job) => job,
+        // The scan accepted this line, and json.loads reads whatever the scan accepts.
+        Err(e) if e.is_instance_of::<PyValueError>(py) => return Err(log_changed(path)),
+        Err(e) => return Err(e),
+    };
+    let seq = jobs.list().get(i).map(|(seq, _)| seq);
+    let still_there = job.cast::<PyDict>().is_ok_and(|dict| {
+        let field = |name: &str| dict.get_item(name).ok().flatten();
+        field("event").is_some_and(|event| event.eq("job").unwrap_or(false))
+            && field("seq").is_some_and(|n| {
+                n.is_exact_instance_of::<PyInt>() && n.extract::<u32>().ok() == seq
             })
-            .map_err(|e| os_error(e, &self.path))?;
-        json_loads(py, &line)
+    });
+    if still_there {
+        Ok(job)
+    } else {
+        Err(log_changed(path))
+    }
+}
+
+/// Iterator over a [`JobList`] from its end, one job read per step.
+#[pyclass(module = "iabulk._native", frozen)]
+struct ReversedJobs {
+    jobs: pending::PendingJobs,
+    path: PathBuf,
+    /// Jobs not handed out yet: the next one is at `left - 1`.
+    left: AtomicUsize,
+}
+
+#[pymethods]
+impl ReversedJobs {
+    fn __iter__(slf: PyRef<'_, Self>) -> PyRef<'_, Self> {
+        slf
+    }
+
+    fn __next__<'py>(&self, py: Python<'py>) -> PyResult<Option<Bound<'py, PyAny>>> {
+        match self
+            .left
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| n.checked_sub(1))
+        {
+            Ok(left) => read_job(py, &self.jobs, &self.path, left - 1).map(Some),
+            Err(_) => Ok(None),
+        }
     }
 }
 
@@ -632,6 +842,12 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<Bitmap>()?;
     m.add_class::<IdSet>()?;
     m.add_class::<JobList>()?;
+    // A read-only sequence in every respect but the base class, which a
+    // native class cannot take from Python: isinstance(jobs, Sequence) holds.
+    SEQUENCE_ABC
+        .import(m.py(), "collections.abc", "Sequence")?
+        .call_method1("register", (m.getattr("JobList")?,))?;
+    m.add("LogChangedError", m.py().get_type::<LogChangedError>())?;
     // The upstream engine's name for the pending list: the same class.
     m.add("PendingJobs", m.getattr("JobList")?)?;
     m.add_class::<Snapshot>()?;

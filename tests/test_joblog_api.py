@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import collections.abc
+import concurrent.futures
+import copy as copy_module
 import json
 import os
+import pickle
 import re
 import subprocess
 import sys
@@ -11,8 +15,8 @@ import threading
 from pathlib import Path
 
 import pytest
-from iabulk._native import MAX_SEQ, Bitmap, IdSet, scan
-from iabulk.joblog import JobLog
+from iabulk._native import MAX_SEQ, Bitmap, IdSet, JobList, scan
+from iabulk.joblog import JobLog, LogChangedError
 
 TS = re.compile(r"^\d{8}T\d{6}Z$")
 
@@ -441,3 +445,109 @@ def test_one_pending_iterator_shared_by_threads_hands_each_job_out_once(
         t.join()
     assert not errors
     assert sorted(seen) == list(range(1, 20_001))
+
+
+# -- the lazy job list is a read-only sequence ---------------------------------------
+
+
+def seven_pending(tmp_path: Path) -> tuple[Path, JobList]:
+    path = tmp_path / "j.jsonl"
+    with JobLog(path) as log:
+        for seq in range(1, 8):
+            log.write_job(seq, f"id{seq}", "download")
+    return path, JobLog(path).load()["pending"]
+
+
+def rewrite_in_place(path: Path, data: bytes) -> None:
+    """New contents, same inode: what an open JobList still reads."""
+    with open(path, "r+b") as file:
+        file.write(data)
+        file.truncate()
+
+
+def test_a_job_list_is_a_sequence(tmp_path: Path) -> None:
+    _, pending = seven_pending(tmp_path)
+    as_list = list(pending)
+    assert isinstance(pending, collections.abc.Sequence)
+    assert list(reversed(pending)) == as_list[::-1]
+    assert pending.index(as_list[3]) == 3 and pending.count(as_list[3]) == 1
+    assert as_list[6] in pending and {"seq": 8} not in pending
+    with pytest.raises(ValueError):
+        pending.index(as_list[3], 4)
+
+
+def test_a_job_list_equals_any_sequence_of_the_same_jobs(tmp_path: Path) -> None:
+    path, pending = seven_pending(tmp_path)
+    as_list = list(pending)
+    assert pending == as_list and as_list == pending and pending == tuple(as_list)
+    assert not pending != as_list
+    assert pending == JobLog(path).load()["pending"]
+    assert pending != as_list[:-1] and pending != as_list[::-1]
+    assert pending != [{**as_list[0], "id": "other"}, *as_list[1:]]
+    assert pending != "not jobs" and pending != 7 and pending != {"seq": 1}
+    empty = JobLog(tmp_path / "empty.jsonl").load()["pending"]
+    assert empty == [] and empty == () and empty != "" and empty != b""
+    with pytest.raises(TypeError):
+        hash(pending)
+
+
+def test_a_job_list_compares_lengths_before_reading_a_job(tmp_path: Path) -> None:
+    path, pending = seven_pending(tmp_path)
+    rewrite_in_place(path, b"")  # reading any job now fails
+    assert pending != [{}] * 6 and pending != []
+
+
+def test_a_job_list_over_a_log_rewritten_since_says_so(tmp_path: Path) -> None:
+    path, pending = seven_pending(tmp_path)
+    original = path.read_bytes()
+    lines = original.splitlines(keepends=True)
+    for changed in (
+        b"".join(lines[::-1]),  # same offsets, other jobs at them
+        bytes(b if b == ord("\n") else ord("x") for b in original),  # not JSON any more
+        original[:20],  # cut short
+    ):
+        rewrite_in_place(path, changed)
+        for read in (
+            lambda: pending[0],
+            lambda: pending[-1],
+            lambda: list(pending),
+            lambda: list(reversed(pending)),
+        ):
+            with pytest.raises(LogChangedError, match="changed") as caught:
+                read()
+            assert isinstance(caught.value, ValueError)
+            assert "\n" not in str(caught.value)
+
+
+# -- pickling a bitmap ---------------------------------------------------------------
+
+
+@pytest.mark.parametrize("members", [[], [0], [1, 63, 64, 99_999_937, MAX_SEQ]])
+def test_a_bitmap_survives_pickling(members: list[int]) -> None:
+    bitmap = Bitmap()
+    for n in members:
+        bitmap.set(n)
+    for protocol in range(pickle.HIGHEST_PROTOCOL + 1):
+        copy = pickle.loads(pickle.dumps(bitmap, protocol))
+        assert isinstance(copy, Bitmap) and len(copy) == len(members)
+        assert copy.issuperset(bitmap) and bitmap.issuperset(copy)
+        assert all(n in copy for n in members) and MAX_SEQ - 1 not in copy
+    assert len(copy_module.deepcopy(bitmap)) == len(members)
+
+
+def test_a_bitmap_reaches_a_process_pool(tmp_path: Path) -> None:
+    bitmap = Bitmap()
+    bitmap.set(MAX_SEQ)
+    bitmap.set(7)
+    with concurrent.futures.ProcessPoolExecutor(1) as pool:
+        assert pool.submit(len, bitmap).result() == 2
+
+
+def test_a_bitmap_state_beyond_the_cap_is_refused() -> None:
+    bitmap = Bitmap()
+    bitmap.set(MAX_SEQ)
+    state = bitmap.__getstate__()
+    with pytest.raises(ValueError, match=str(MAX_SEQ)):
+        Bitmap().__setstate__(state + b"\x01")
+    with pytest.raises(TypeError):
+        Bitmap().__setstate__("not bytes")  # type: ignore[arg-type]

@@ -45,8 +45,8 @@ Job-log semantics (format v1, see DESIGN.md), which the scan implements and
   it (with no ``source`` line: whether any ``resolved`` line appears).
 """
 
-from collections.abc import Iterator
-from typing import Any, final, overload
+from collections.abc import Iterator, Sequence
+from typing import Any, ClassVar, final, overload
 
 __all__ = [
     "MAX_BUCKETS",
@@ -55,6 +55,7 @@ __all__ = [
     "Bitmap",
     "IdSet",
     "JobList",
+    "LogChangedError",
     "PendingJobs",
     "Snapshot",
     "analyze",
@@ -94,6 +95,15 @@ class Bitmap:
     def size_bytes(self) -> int:
         """Bytes of storage currently allocated (12.5 MB at the cap)."""
 
+    def __getstate__(self) -> bytes:
+        """The members as bytes: bit ``j`` of byte ``i`` is member ``8 * i + j``."""
+
+    def __setstate__(self, state: bytes, /) -> None:
+        """Become the bitmap ``state`` holds; ValueError if it holds a member above the cap."""
+
+    def __reduce__(self) -> tuple[type[Bitmap], tuple[()], bytes]:
+        """Pickled as ``Bitmap()`` then :meth:`__setstate__`, under every protocol."""
+
 @final
 class IdSet:
     """Exact set of identifiers, stored as 128-bit hashes (no Python strings).
@@ -108,18 +118,37 @@ class IdSet:
     def __contains__(self, identifier: object, /) -> bool: ...
     def __len__(self) -> int: ...
 
+class LogChangedError(ValueError):
+    """The job log was rewritten in place after a JobList was read from it."""
+
 @final
-class JobList:
+class JobList(Sequence[dict[str, Any]]):
     """Lazy sequence of job lines (dicts), in seq order, read when reached.
 
     Holds only the byte offsets of the job lines (8 bytes a job); each job
     dict is read from the file and parsed when it is reached, so four million
     pending jobs do not become four million dicts. The pending jobs of a
     :func:`scan`, the completed and failed jobs of an :func:`analyze`.
+
+    A read-only :class:`~collections.abc.Sequence` (registered as one), equal
+    to any sequence of the same jobs in the same order (not to str or bytes),
+    unhashable as a list is. Reading a job whose line is no longer where the
+    scan found it (the log was rewritten in place) raises
+    :class:`LogChangedError`; a log replaced by a new file is not seen, the
+    list keeps reading the file it was made from.
     """
 
     def __len__(self) -> int: ...
     def __iter__(self) -> Iterator[dict[str, Any]]: ...
+    def __reversed__(self) -> Iterator[dict[str, Any]]:
+        """From the last job to the first, one read a job."""
+    def __eq__(self, other: object, /) -> bool:
+        """Lengths first, so a sequence of another length costs no read."""
+    __hash__: ClassVar[None]  # type: ignore[assignment]
+    def index(self, value: Any, start: int = 0, stop: int | None = None, /) -> int:
+        """The position of the first job equal to ``value`` in ``start:stop``;
+        ValueError if none is."""
+    def count(self, value: Any, /) -> int: ...
     @overload
     def __getitem__(self, index: int, /) -> dict[str, Any]:
         """The ``index``-th job (negative indexes count from the end)."""

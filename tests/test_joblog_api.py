@@ -14,9 +14,10 @@ import sys
 import threading
 from pathlib import Path
 
+import iabulk.joblog as joblog_module
 import pytest
-from iabulk._native import MAX_SEQ, Bitmap, IdSet, JobList, scan
-from iabulk.joblog import JobLog, LogChangedError
+from iabulk._native import MAX_SEQ, Bitmap, IdSet, JobList, Snapshot, scan
+from iabulk.joblog import JobLog, LogChangedError, UnrecordableError, encode_line
 
 TS = re.compile(r"^\d{8}T\d{6}Z$")
 
@@ -551,3 +552,75 @@ def test_a_bitmap_state_beyond_the_cap_is_refused() -> None:
         Bitmap().__setstate__(state + b"\x01")
     with pytest.raises(TypeError):
         Bitmap().__setstate__("not bytes")  # type: ignore[arg-type]
+
+
+# -- paths, seqs and nesting ---------------------------------------------------------
+
+
+def test_a_bytes_path_works_as_with_open(tmp_path: Path) -> None:
+    path = os.fsencode(tmp_path) + b"/log-\xff.jsonl"  # not even UTF-8
+    with JobLog(path) as log:
+        log.write_job(1, "a", "download")
+        log.write_event("completed", 1)
+    assert JobLog(path).status() == {"total": 1, "completed": 1, "failed": 0, "pending": 0}
+    assert [job["id"] for job in JobLog(path).analytics()["completed_jobs"]] == ["a"]
+    assert os.path.exists(path)
+
+
+def test_a_seq_that_already_has_a_job_line_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "j.jsonl"
+    with JobLog(path) as log:
+        log.write_job(1, "a", "download")
+        log.write_job(2, "b", "download")
+        with pytest.raises(ValueError, match=r"\bseq 2\b"):
+            log.write_job(2, "b-again", "download")
+    before = path.read_bytes()
+    with JobLog(path) as log:  # a new writer knows the jobs already in the log
+        for taken in (1, 2):
+            with pytest.raises(ValueError, match=rf"\bseq {taken}\b"):
+                log.write_job(taken, "again", "download")
+    assert path.read_bytes() == before
+    with JobLog(path) as log:
+        log.write_job(3, "c", "download")
+    assert [job["id"] for job in JobLog(path).load()["pending"]] == ["a", "b", "c"]
+
+
+def test_refusing_a_taken_seq_does_not_read_the_log_on_every_write(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    scans: list[str] = []
+    real_scan = joblog_module.scan
+
+    def counted(path: str, collect_ids: bool = False) -> Snapshot:
+        scans.append(path)
+        return real_scan(path, collect_ids)
+
+    monkeypatch.setattr(joblog_module, "scan", counted)
+    with JobLog(tmp_path / "j.jsonl") as log:
+        for seq in range(1, 2001):
+            log.write_job(seq, f"x{seq}", "download")
+    assert len(scans) <= 1
+
+
+def nested(depth: int) -> object:
+    """A value that is ``depth`` containers deep (0: a plain number)."""
+    value: object = 1
+    for level in range(depth):
+        value = [value] if level % 2 else {"k": value}
+    return value
+
+
+def test_an_extra_nested_deeper_than_any_reader_reads_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "j.jsonl"
+    with JobLog(path) as log:
+        log.write_job(1, "a", "download", extra=nested(511))  # the line's object makes 512
+        log.write_event("completed", 1, extra=nested(511))
+        for deeper in (512, 900):
+            with pytest.raises(UnrecordableError, match="512"):
+                log.write_job(2, "b", "download", extra=nested(deeper))
+            with pytest.raises(UnrecordableError, match="512"):
+                log.write_event("completed", 1, extra=nested(deeper))
+        with pytest.raises(UnrecordableError):
+            encode_line({"event": "x", "deep": nested(600)})
+    snap = JobLog(path).snapshot()
+    assert (snap.total, snap.completed, snap.malformed) == (1, 1, 0)

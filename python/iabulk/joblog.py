@@ -57,16 +57,38 @@ class UnrecordableError(ValueError):
     """A record no job log line can hold: refused before anything is written."""
 
 
+_MAX_DEPTH = 512
+"""The deepest nesting a job log reader accepts, the line's own object counting as 1."""
+
+
+def _deeper_than(limit: int, value: Any) -> bool:
+    """Whether ``value`` (already known to encode as JSON) nests containers more
+    than ``limit`` deep; iterative, so no depth exhausts the stack."""
+    stack = [(value, 1)]
+    while stack:
+        container, depth = stack.pop()
+        if depth > limit:
+            return True
+        items = container.values() if isinstance(container, dict) else container
+        stack.extend((item, depth + 1) for item in items if isinstance(item, (dict, list, tuple)))
+    return False
+
+
 def encode_line(record: dict[str, Any]) -> bytes:
     """One compact JSON line, UTF-8, ending in a newline.
 
     Raises :class:`UnrecordableError` for what JSON cannot hold and for what
-    every reader would skip as malformed (NaN or infinity, a lone surrogate):
-    written, such a line would lose its record without a word.
+    every reader would skip as malformed (NaN or infinity, a lone surrogate,
+    nesting more than 512 deep): written, such a line would lose its record
+    without a word.
     """
     try:
         text = json.dumps(record, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
-        return (text + "\n").encode()
+        # Each level of nesting opens a bracket, so a line with few brackets is
+        # shallow enough without a walk (brackets inside strings only add to the count).
+        if text.count("{") + text.count("[") <= _MAX_DEPTH or not _deeper_than(_MAX_DEPTH, record):
+            return (text + "\n").encode()
+        why = f"nested more than {_MAX_DEPTH} deep, the line's object counting as 1"
     except UnicodeEncodeError as exc:
         why = f"not valid Unicode: {exc.reason} in {exc.object[exc.start : exc.end]!r}"
     except RecursionError:
@@ -97,12 +119,20 @@ class JobLog:
     Job lines (:meth:`write_job`) are buffered and reach the disk at the next
     :meth:`sync`, :meth:`write_event` or :meth:`close`; an event line is on
     disk when :meth:`write_event` returns. Safe to share between threads.
+
+    ``path`` is anything :func:`open` takes as a path: a str, bytes (any bytes
+    the file system allows, as upstream's ``open(path)`` does), or a path
+    object; :attr:`path` holds it as a str.
     """
 
-    def __init__(self, path: str | os.PathLike[str]) -> None:
-        self.path = os.fspath(path)
+    def __init__(self, path: str | bytes | os.PathLike[str] | os.PathLike[bytes]) -> None:
+        self.path = os.fsdecode(path)
         self._appender: Appender | None = None
         self._open_lock = threading.Lock()
+        self._job_lock = threading.Lock()
+        # The largest job seq in the log while this process holds it: read once
+        # per opening, then kept by write_job. None until a job is written.
+        self._last_job_seq: int | None = None
 
     # -- writing ---------------------------------------------------------
 
@@ -113,6 +143,7 @@ class JobLog:
                 if self._appender is None:
                     self._appender = Appender(self.path)
                     self._identity = os.stat(self.path)
+                    self._last_job_seq = None  # others may have written while unlocked
                 appender = self._appender
         return appender
 
@@ -138,14 +169,32 @@ class JobLog:
         self._writer()
 
     def write_job(self, seq: int, identifier: str, op: str, **extra: Any) -> None:
-        """Queue a job line; durable at the next sync. ``seq`` must be in ``1..=MAX_SEQ``:
-        every reader skips any other seq as malformed."""
+        """Queue a job line; durable at the next sync.
+
+        ``seq`` must be in ``1..=MAX_SEQ`` and above every job seq already in
+        the log (the format's seqs are strictly increasing over job lines):
+        every reader skips any other seq as malformed, and a second job line
+        for a seq as well. ValueError otherwise. The log's largest job seq is
+        read once, at the first job written after the log is opened for
+        writing; each write after that checks only the seq kept since.
+        """
         check_seq(seq)
         if not isinstance(identifier, str) or not isinstance(op, str):
             raise TypeError("identifier and op must be str")
         record = {"event": "job", "seq": seq, "id": identifier, "op": op, "ts": utc_ts()}
         record.update(extra)
-        self._writer().append(encode_line(record))
+        line = encode_line(record)
+        with self._job_lock:  # check and append in one step: the log stays in seq order
+            appender = self._writer()
+            if self._last_job_seq is None:
+                self._last_job_seq = self.snapshot().max_seq
+            if seq <= self._last_job_seq:
+                raise ValueError(
+                    f"seq {seq} is not above the log's last job seq, {self._last_job_seq}: "
+                    "job seqs only increase, and every reader drops a second job line for a seq"
+                )
+            appender.append(line)
+            self._last_job_seq = seq
 
     def write_event(self, event: str, seq: int, **fields: Any) -> None:
         """Append an event line and return once it is on disk."""

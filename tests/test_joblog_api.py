@@ -601,6 +601,18 @@ def test_refusing_a_taken_seq_does_not_read_the_log_on_every_write(
             log.write_job(seq, f"x{seq}", "download")
     assert len(scans) <= 1
 
+    # A snapshot taken while holding the log (what a resolve starts from) is the
+    # one read: the writes that follow it scan nothing more.
+    scans.clear()
+    with JobLog(tmp_path / "j.jsonl") as log:
+        log.open_for_append()
+        first = log.snapshot().max_seq
+        for seq in range(first + 1, first + 101):
+            log.write_job(seq, f"y{seq}", "download")
+        with pytest.raises(ValueError, match=f"seq {first} is not above"):
+            log.write_job(first, "again", "download")
+    assert len(scans) == 1 and first == 2000
+
 
 def nested(depth: int) -> object:
     """A value that is ``depth`` containers deep (0: a plain number)."""

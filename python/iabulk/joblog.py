@@ -129,7 +129,7 @@ class JobLog:
         self.path = os.fsdecode(path)
         self._appender: Appender | None = None
         self._open_lock = threading.Lock()
-        self._job_lock = threading.Lock()
+        self._job_lock = threading.RLock()  # write_job's first check takes a snapshot
         # The largest job seq in the log while this process holds it: read once
         # per opening, then kept by write_job. None until a job is written.
         self._last_job_seq: int | None = None
@@ -175,8 +175,9 @@ class JobLog:
         the log (the format's seqs are strictly increasing over job lines):
         every reader skips any other seq as malformed, and a second job line
         for a seq as well. ValueError otherwise. The log's largest job seq is
-        read once, at the first job written after the log is opened for
-        writing; each write after that checks only the seq kept since.
+        read once per opening for writing (by the first :meth:`snapshot` taken
+        while this log holds the lock, or by the first job written); each
+        write after that checks only the seq kept since.
         """
         check_seq(seq)
         if not isinstance(identifier, str) or not isinstance(op, str):
@@ -246,10 +247,15 @@ class JobLog:
         """Everything one pass over the log knows (a missing log is empty),
         lines this log has queued included."""
         self.flush()
+        holding = self._appender is not None  # then no other process can add lines
         if not os.path.exists(self.path):
             # Upstream treats a log that does not exist yet as empty.
             return scan(os.devnull, collect_ids)
-        return scan(self.path, collect_ids)
+        snap = scan(self.path, collect_ids)
+        if holding:  # what write_job checks against, without a scan of its own
+            with self._job_lock:
+                self._last_job_seq = max(self._last_job_seq or 0, snap.max_seq)
+        return snap
 
     def analytics(self, bucket_seconds: int = 60) -> dict[str, Any]:
         """Counts, bytes, throughput, durations, retries, workers, disks, error causes,

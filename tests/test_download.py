@@ -525,6 +525,7 @@ def test_429_with_retry_after_is_honoured_without_failing_the_item(
     result = search_download(srv, log, dest)
     assert result.returncode == 0, result.stderr
     assert srv.counters()["faults_injected"] == {"429": 1, "503": 1}
+    assert "iabulk: the server asked to slow down 2 time(s) (HTTP 429/503)" in result.stderr
     assert failures_by_id(log) == {}
     assert_verified(corpus, dest, corpus.identifiers())
 

@@ -863,6 +863,11 @@ def _run(
             f"{worker.unselected} item(s) completed with no file passing {filters}; "
             "nothing of theirs was written"
         )
+    if worker.gate.closures:  # the log has no line for them: this is where a user learns of them
+        say(
+            f"the server asked to slow down {worker.gate.closures} time(s) (HTTP 429/503): "
+            f"each request waited as told; transfers at the end: {limit.current}/{limit.maximum}"
+        )
     line = (
         f"{final.completed} completed, {final.failed} failed, {left} pending "
         f"of {final.total} job(s)"

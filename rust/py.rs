@@ -628,12 +628,13 @@ fn parse_job<'py>(
         Err(e) => return Err(e),
     };
     let seq = jobs.list().get(i).map(|(seq, _)| seq);
+    // Interned keys: a new Python string per key per job would cost more than the check.
     let still_there = job.cast::<PyDict>().is_ok_and(|dict| {
-        let field = |name: &str| dict.get_item(name).ok().flatten();
-        field("event").is_some_and(|event| event.eq("job").unwrap_or(false))
-            && field("seq").is_some_and(|n| {
-                n.is_exact_instance_of::<PyInt>() && n.extract::<u32>().ok() == seq
-            })
+        let field = |name: &Bound<'py, PyString>| dict.get_item(name).ok().flatten();
+        field(intern!(py, "seq"))
+            .is_some_and(|n| n.is_exact_instance_of::<PyInt>() && n.extract::<u32>().ok() == seq)
+            && field(intern!(py, "event"))
+                .is_some_and(|event| event.eq(intern!(py, "job")).unwrap_or(false))
     });
     if still_there {
         Ok(job)

@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 from iabulk import JobLog
 
+from tests import logdata
 from tests.commands import IABULK, iabulk, search_download
 from tests.standin import ArchiveStandin, Corpus, FaultPlan
 
@@ -257,19 +258,19 @@ def test_verify_requeue_on_a_read_only_destination(
     assert pending == ["item-1"]
 
 
-def write_log(path: Path, *events: dict[str, object]) -> Path:
-    path.write_text("".join(json.dumps(event) + "\n" for event in events))
+def write_log(path: Path, *lines: bytes) -> Path:
+    path.write_bytes(logdata.log(list(lines)))
     return path
 
 
-def run_job(seq: int, identifier: str, worker: int | None = None) -> list[dict[str, object]]:
+def run_job(seq: int, identifier: str, worker: int | None = None) -> list[bytes]:
     """A job's lines, completed in 2 s (by ``worker``, or by no worker named)."""
-    job = {"event": "job", "seq": seq, "id": identifier, "op": "download", "ts": "20261128T101500Z"}
-    started = {"event": "started", "seq": seq, "ts": "20261128T101500Z"}
-    if worker is not None:
-        started["worker"] = worker
-    done = {"event": "completed", "seq": seq, "ts": "20261128T101502Z", "extra": {"item_size": 1}}
-    return [job, started, done]
+    named = {} if worker is None else {"worker": worker}
+    return [
+        logdata.job(seq, identifier),
+        logdata.event("started", seq, "20261128T101500Z", **named),
+        logdata.event("completed", seq, "20261128T101502Z", extra={"item_size": 1}),
+    ]
 
 
 def status(*args: str) -> subprocess.CompletedProcess[str]:
@@ -290,23 +291,21 @@ def test_status_json_names_the_unnamed_worker_null_for_one_log_or_several(tmp_pa
     assert list(merged) == ["1", "3", "null"]  # as one log orders them: by worker, null last
 
 
-def failed_job(seq: int, identifier: str, *causes: str) -> list[dict[str, object]]:
+def failed_job(seq: int, identifier: str, *causes: str) -> list[bytes]:
     """A job that fails with each of ``causes`` in turn, the last time for good."""
-    lines: list[dict[str, object]] = [
-        {"event": "job", "seq": seq, "id": identifier, "op": "download", "ts": "20261128T101500Z"}
+    return [
+        logdata.job(seq, identifier),
+        *(
+            logdata.event(
+                "failed",
+                seq,
+                "20261128T101501Z",
+                error=cause,
+                retry=attempt if attempt < len(causes) else False,
+            )
+            for attempt, cause in enumerate(causes, 1)
+        ),
     ]
-    for attempt, cause in enumerate(causes, 1):
-        retry: int | bool = attempt if attempt < len(causes) else False
-        lines.append(
-            {
-                "event": "failed",
-                "seq": seq,
-                "ts": "20261128T101501Z",
-                "error": cause,
-                "retry": retry,
-            }
-        )
-    return lines
 
 
 def test_status_says_how_many_causes_it_leaves_out_and_failed_lists_every_job(
